@@ -232,7 +232,7 @@ class MediaDescription:
     def explicit_direction(self) -> Direction | None:
         for attribute in self.attributes:
             if attribute.name in DIRECTIONS and attribute.value is None:
-                return attribute.name  # type: ignore[return-value]
+                return attribute.name
         return None
 
     @property
@@ -320,7 +320,7 @@ class SessionDescription:
     def session_direction(self) -> Direction | None:
         for attribute in self.attributes:
             if attribute.name in DIRECTIONS and attribute.value is None:
-                return attribute.name  # type: ignore[return-value]
+                return attribute.name
         return None
 
     def media_direction(self, media: MediaDescription) -> Direction:
