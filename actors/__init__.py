@@ -1,0 +1,56 @@
+"""Actors: the lightweight actor kernel (greenlets with a mailbox) and, in sub-packages, every
+app and per-call / per-registration actor."""
+
+from __future__ import annotations
+
+from actors.kernel import (
+    KILLED,
+    NORMAL,
+    SHUTDOWN,
+    Actor,
+    ActorDead,
+    ActorRef,
+    CallTimeout,
+    Crash,
+    Down,
+    Exit,
+    MonitorRef,
+    ReceiveTimeout,
+    SpawnError,
+    UnhandledMessage,
+    actor_count,
+    current_actor,
+    current_call_id,
+    is_normal,
+    on,
+    register,
+    spawn,
+    unregister,
+    whereis,
+)
+
+__all__ = [
+    "KILLED",
+    "NORMAL",
+    "SHUTDOWN",
+    "Actor",
+    "ActorDead",
+    "ActorRef",
+    "CallTimeout",
+    "Crash",
+    "Down",
+    "Exit",
+    "MonitorRef",
+    "ReceiveTimeout",
+    "SpawnError",
+    "UnhandledMessage",
+    "actor_count",
+    "current_actor",
+    "current_call_id",
+    "is_normal",
+    "on",
+    "register",
+    "spawn",
+    "unregister",
+    "whereis",
+]
