@@ -1,0 +1,747 @@
+"""Header names, the header container and the typed header values (Via, name-addr, CSeq ...).
+
+Values reach these parsers already unfolded (continuation lines joined by one space), so the
+RFC 3261 linear white space LWS/SWS reduces to ``[ \\t]``.
+
+RFC 3261 25.1, the pieces used throughout this module::
+
+    token       =  1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" )
+    SEMI        =  SWS ";" SWS     EQUAL = SWS "=" SWS     SLASH = SWS "/" SWS
+    COMMA       =  SWS "," SWS     LAQUOT = SWS "<"        RAQUOT = ">" SWS
+    quoted-string  =  SWS DQUOTE *(qdtext / quoted-pair ) DQUOTE
+    qdtext      =  LWS / %x21 / %x23-5B / %x5D-7E / UTF8-NONASCII
+    quoted-pair =  "\\" (%x00-09 / %x0B-0C / %x0E-7F)
+    generic-param  =  token [ EQUAL gen-value ]
+    gen-value   =  token / host / quoted-string
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
+
+from .errors import SipParseError
+from .uri import URI
+
+__all__ = [
+    "Headers",
+    "Via",
+    "NameAddr",
+    "StarContact",
+    "CSeq",
+    "canonical_key",
+    "display_name",
+    "split_comma_list",
+    "parse_params",
+    "quote",
+    "unquote",
+]
+
+_TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
+TOKEN_RE = re.compile(rf"[{_TOKEN_CHARS}]+")
+_WS = " \t"
+
+# RFC 3261 7.3.3 compact forms plus those registered later (RFC 3265 o/u, RFC 3515 r,
+# RFC 3892 b, RFC 4028 x, RFC 4474 y/n, RFC 3841 a/j/d, RFC 3428 ...).
+COMPACT_FORMS: dict[str, str] = {
+    "i": "call-id",
+    "m": "contact",
+    "e": "content-encoding",
+    "l": "content-length",
+    "c": "content-type",
+    "f": "from",
+    "s": "subject",
+    "k": "supported",
+    "t": "to",
+    "v": "via",
+    "o": "event",
+    "u": "allow-events",
+    "r": "refer-to",
+    "b": "referred-by",
+    "x": "session-expires",
+    "y": "identity",
+    "n": "identity-info",
+    "a": "accept-contact",
+    "j": "reject-contact",
+    "d": "request-disposition",
+}
+
+# How we spell a header we write ourselves (parsed headers keep the peer's spelling).
+_DISPLAY_NAMES: dict[str, str] = {
+    "call-id": "Call-ID",
+    "cseq": "CSeq",
+    "www-authenticate": "WWW-Authenticate",
+    "mime-version": "MIME-Version",
+    "rack": "RAck",
+    "rseq": "RSeq",
+    "sip-etag": "SIP-ETag",
+    "sip-if-match": "SIP-If-Match",
+    "identity-info": "Identity-Info",
+}
+
+# Headers whose comma-separated values are split into one entry each at parse time, so a proxy
+# can pop the top Via or Route with one list operation. Not the authentication headers: their
+# commas separate parameters of one value.
+COMMA_SPLIT_HEADERS = frozenset(
+    {"via", "contact", "route", "record-route", "path", "service-route"}
+)
+
+_name_cache: dict[str, str] = {}
+_NAME_CACHE_MAX = 2048
+
+
+def canonical_key(name: str) -> str:
+    """Canonical lookup key of a header name: lower case, compact form expanded.
+
+    ``"v"``, ``"Via"`` and ``"VIA "`` all give ``"via"``. Raises SipParseError when the name is
+    not a token.
+    """
+    key = _name_cache.get(name)
+    if key is not None:
+        return key
+    stripped = name.rstrip(_WS)
+    if TOKEN_RE.fullmatch(stripped) is None:
+        raise SipParseError(f"header name is not a token: {name[:60]!r}")
+    lowered = stripped.lower()
+    key = COMPACT_FORMS.get(lowered, lowered)
+    if len(_name_cache) < _NAME_CACHE_MAX:
+        _name_cache[name] = key
+    return key
+
+
+def display_name(key: str) -> str:
+    """Conventional spelling of a canonical key: ``"call-id"`` -> ``"Call-ID"``."""
+    spelled = _DISPLAY_NAMES.get(key)
+    if spelled is None:
+        spelled = "-".join(part[:1].upper() + part[1:] for part in key.split("-"))
+    return spelled
+
+
+# --- quoted strings, comma lists and parameters ---------------------------------------------
+
+_QUOTED_RE = re.compile(r'"((?:[^"\\]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*)"', re.S)
+_QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
+
+
+def unquote(text: str) -> str:
+    """Remove the quotes and the quoted-pair escapes of a quoted-string (others pass through)."""
+    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+        inner = text[1:-1]
+        return _QUOTED_PAIR_RE.sub(r"\1", inner) if "\\" in inner else inner
+    return text
+
+
+def quote(text: str) -> str:
+    """Make a quoted-string; CR and LF cannot be represented and become spaces."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    if "\r" in escaped or "\n" in escaped:
+        escaped = escaped.replace("\r", " ").replace("\n", " ")
+    return f'"{escaped}"'
+
+
+def split_comma_list(value: str, header: str = "") -> list[str]:
+    """Split a comma-separated header value, respecting quoted strings and ``<...>``.
+
+    Elements are stripped; an empty element (``a,,b``) or an unbalanced quote or bracket raises
+    SipParseError naming ``header``.
+    """
+    if '"' not in value and "<" not in value:
+        parts = value.split(",")
+    else:
+        parts = []
+        start = 0
+        index = 0
+        length = len(value)
+        while index < length:
+            char = value[index]
+            if char == '"':
+                match = _QUOTED_RE.match(value, index)
+                if match is None:
+                    raise SipParseError("unbalanced quote", header=header or None)
+                index = match.end()
+                continue
+            if char == "<":
+                close = value.find(">", index)
+                if close < 0:
+                    raise SipParseError("unbalanced '<'", header=header or None)
+                index = close + 1
+                continue
+            if char == ",":
+                parts.append(value[start:index])
+                start = index + 1
+            index += 1
+        parts.append(value[start:])
+    stripped = [part.strip(_WS) for part in parts]
+    if "" in stripped:
+        raise SipParseError("empty element in comma-separated list", header=header or None)
+    return stripped
+
+
+# *( SEMI generic-param ) without quoted strings, validated in one regex call; the common case.
+_PARAM_VALUE = rf"[{_TOKEN_CHARS}:\[\]]+"
+_PARAMS_PLAIN_RE = re.compile(
+    rf"(?:[ \t]*;[ \t]*[{_TOKEN_CHARS}]+(?:[ \t]*=[ \t]*{_PARAM_VALUE})?)*[ \t]*"
+)
+# One generic-param, possibly with a quoted-string value, for the slow path.
+_PARAM_ONE_RE = re.compile(
+    rf"[ \t]*;[ \t]*([{_TOKEN_CHARS}]+)"
+    rf'(?:[ \t]*=[ \t]*({_PARAM_VALUE}|"(?:[^"\\]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*"))?[ \t]*',
+    re.S,
+)
+
+
+def parse_params(text: str, header: str | None = None) -> dict[str, str | None]:
+    """Parse ``*( SEMI generic-param )``; names lower-cased, quoted values kept with quotes."""
+    params: dict[str, str | None] = {}
+    if not text:
+        return params
+    if '"' not in text:
+        if _PARAMS_PLAIN_RE.fullmatch(text) is None:
+            raise SipParseError(f"malformed parameters: {text[:80]!r}", header=header)
+        for item in text.split(";")[1:]:
+            name, sep, value = item.partition("=")
+            params[name.strip(_WS).lower()] = value.strip(_WS) if sep else None
+        return params
+    position = 0
+    length = len(text)
+    while position < length:
+        match = _PARAM_ONE_RE.match(text, position)
+        if match is None:
+            if text[position:].strip(_WS) == "":
+                break
+            raise SipParseError(f"malformed parameters: {text[:80]!r}", header=header)
+        params[match.group(1).lower()] = match.group(2)
+        position = match.end()
+    return params
+
+
+def format_params(params: Mapping[str, str | None]) -> str:
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+# --- the header container -------------------------------------------------------------------
+
+
+class Headers:
+    """Ordered header fields of one message.
+
+    Each entry keeps the canonical key, the name as written, the unfolded value and, for an
+    entry never modified since parsing, its raw line(s) so it is re-serialized byte-exact.
+    Lookups take any spelling (``"v"``, ``"VIA"``, ``"Via"``). Comma lists of Via, Contact,
+    Route, Record-Route, Path and Service-Route are one entry per value.
+
+    Typed values parsed from the entries are cached here and dropped on every mutation.
+    """
+
+    __slots__ = ("_entries", "_typed")
+
+    def __init__(self, items: Iterable[tuple[str, str]] | None = None) -> None:
+        # (key, name as written, value, raw line or None)
+        self._entries: list[tuple[str, str, str, str | None]] = []
+        self._typed: dict[str, Any] = {}
+        if items is not None:
+            for name, value in items:
+                self.add(name, value)
+
+    @classmethod
+    def _from_entries(cls, entries: list[tuple[str, str, str, str | None]]) -> Headers:
+        headers = cls.__new__(cls)
+        headers._entries = entries
+        headers._typed = {}
+        return headers
+
+    # -- reading ------------------------------------------------------------------------------
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """Value of the first header of that name, or ``default``."""
+        key = canonical_key(name)
+        for entry in self._entries:
+            if entry[0] == key:
+                return entry[2]
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Values of every header of that name, top first."""
+        key = canonical_key(name)
+        return [entry[2] for entry in self._entries if entry[0] == key]
+
+    def values(self, name: str) -> list[str]:
+        """Every comma-separated element of every header of that name (for token lists like
+        Require, Supported, Allow, Accept)."""
+        out: list[str] = []
+        for value in self.get_all(name):
+            if value.strip(_WS):
+                out.extend(split_comma_list(value, canonical_key(name)))
+        return out
+
+    def count(self, name: str) -> int:
+        key = canonical_key(name)
+        return sum(1 for entry in self._entries if entry[0] == key)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = canonical_key(name)
+        return any(entry[0] == key for entry in self._entries)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        """(name as written, value) pairs in order."""
+        for entry in self._entries:
+            yield entry[1], entry[2]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def keys(self) -> list[str]:
+        """Canonical keys in order (duplicates kept)."""
+        return [entry[0] for entry in self._entries]
+
+    def copy(self) -> Headers:
+        return Headers._from_entries(list(self._entries))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return [(e[0], e[2]) for e in self._entries] == [(e[0], e[2]) for e in other._entries]
+
+    def __repr__(self) -> str:
+        return f"Headers({[(e[1], e[2]) for e in self._entries]!r})"
+
+    # -- mutation (proxies) -------------------------------------------------------------------
+    @staticmethod
+    def _entry(name: str, value: object) -> tuple[str, str, str, None]:
+        key = canonical_key(name)
+        text = str(value)
+        if "\r" in text or "\n" in text:
+            raise ValueError(f"header value contains CR or LF: {text[:60]!r}")
+        return key, name.strip(_WS), text, None
+
+    def add(self, name: str, value: object) -> None:
+        """Append a header at the bottom. ``value`` may be a str or a typed value."""
+        self._entries.append(self._entry(name, value))
+        self._typed.clear()
+
+    def insert(self, name: str, value: object) -> None:
+        """Insert a header above the topmost header of that name (or at the very top): how a
+        Via or Record-Route is pushed."""
+        entry = self._entry(name, value)
+        key = entry[0]
+        position = 0
+        for index, existing in enumerate(self._entries):
+            if existing[0] == key:
+                position = index
+                break
+        self._entries.insert(position, entry)
+        self._typed.clear()
+
+    def remove(self, name: str) -> int:
+        """Remove every header of that name; returns how many were removed."""
+        key = canonical_key(name)
+        before = len(self._entries)
+        self._entries = [entry for entry in self._entries if entry[0] != key]
+        self._typed.clear()
+        return before - len(self._entries)
+
+    def remove_first(self, name: str) -> str | None:
+        """Remove the topmost header of that name (the top Via, the top Route) and return its
+        value, or None when there is none."""
+        key = canonical_key(name)
+        for index, entry in enumerate(self._entries):
+            if entry[0] == key:
+                del self._entries[index]
+                self._typed.clear()
+                return entry[2]
+        return None
+
+    def replace(self, name: str, value: object) -> None:
+        """Replace every header of that name by one, at the position of the first (or append)."""
+        entry = self._entry(name, value)
+        key = entry[0]
+        new_entries: list[tuple[str, str, str, str | None]] = []
+        placed = False
+        for existing in self._entries:
+            if existing[0] == key:
+                if not placed:
+                    new_entries.append(entry)
+                    placed = True
+            else:
+                new_entries.append(existing)
+        if not placed:
+            new_entries.append(entry)
+        self._entries = new_entries
+        self._typed.clear()
+
+    def set_first(self, name: str, value: object) -> None:
+        """Replace only the topmost header of that name in place (append when absent): e.g.
+        write back the top Via after adding ``received``/``rport``."""
+        entry = self._entry(name, value)
+        for index, existing in enumerate(self._entries):
+            if existing[0] == entry[0]:
+                self._entries[index] = entry
+                self._typed.clear()
+                return
+        self._entries.append(entry)
+        self._typed.clear()
+
+    # -- serialization ------------------------------------------------------------------------
+    def lines(self) -> list[str]:
+        """Header lines without CRLF (raw text for untouched parsed entries)."""
+        return [
+            entry[3] if entry[3] is not None else f"{entry[1]}: {entry[2]}"
+            for entry in self._entries
+        ]
+
+
+# --- Via ------------------------------------------------------------------------------------
+# via-parm      =  sent-protocol LWS sent-by *( SEMI via-params )
+# sent-protocol =  protocol-name SLASH protocol-version SLASH transport
+# sent-by       =  host [ COLON port ]
+# via-params    =  via-ttl / via-maddr / via-received / via-branch / via-extension
+# via-ttl       =  "ttl" EQUAL ttl            (ttl = 1*3DIGIT ; 0 to 255)
+# via-maddr     =  "maddr" EQUAL host
+# via-received  =  "received" EQUAL (IPv4address / IPv6address)
+# via-branch    =  "branch" EQUAL token
+# response-port =  "rport" [EQUAL 1*DIGIT]    (RFC 3581)
+_VIA_RE = re.compile(
+    rf"[ \t]*([{_TOKEN_CHARS}]+)[ \t]*/[ \t]*([{_TOKEN_CHARS}]+)[ \t]*/[ \t]*([{_TOKEN_CHARS}]+)"
+    r"[ \t]+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9_.\-]*[A-Za-z0-9])?\.?)"
+    r"(?:[ \t]*:[ \t]*([0-9]{1,5}))?"
+)
+_IPV4_RE = re.compile(
+    r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}"
+)
+_IPV6_ADDR_RE = re.compile(r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){1,7}(?::[0-9.]+)?")
+_HOST_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9_.\-]*[A-Za-z0-9])?\.?")
+_DIGITS_RE = re.compile(r"[0-9]+")
+
+MAGIC_COOKIE = "z9hG4bK"
+
+
+class Via:
+    """One via-parm: ``SIP/2.0/UDP host:port;branch=...;received=...;rport``.
+
+    ``params`` keeps every parameter in order (names lower-cased; ``None`` for a valueless one
+    such as a bare ``rport``). The properties read the well-known ones.
+    """
+
+    __slots__ = ("transport", "host", "port", "params", "protocol", "version")
+
+    def __init__(
+        self,
+        transport: str = "UDP",
+        host: str = "",
+        port: int | None = None,
+        params: Mapping[str, str | None] | None = None,
+        protocol: str = "SIP",
+        version: str = "2.0",
+    ) -> None:
+        self.transport = transport.upper()
+        self.host = host
+        self.port = port
+        self.params: dict[str, str | None] = dict(params) if params else {}
+        self.protocol = protocol
+        self.version = version
+
+    @classmethod
+    def parse(cls, text: str) -> Via:
+        match = _VIA_RE.match(text)
+        if match is None:
+            raise SipParseError(f"malformed Via: {text[:80]!r}", header="via")
+        protocol, version, transport, host, port = match.groups()
+        via = cls.__new__(cls)
+        via.protocol = protocol
+        via.version = version
+        via.transport = transport.upper()
+        via.host = host
+        via.port = None
+        if port is not None:
+            port_number = int(port)
+            if port_number > 65535:
+                raise SipParseError("Via port out of range", header="via")
+            via.port = port_number
+        rest = text[match.end() :]
+        if rest and rest.strip(_WS):
+            params = parse_params(rest, "via")
+            _check_via_params(params)
+            via.params = params
+        else:
+            via.params = {}
+        return via
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    @property
+    def is_rfc3261_branch(self) -> bool:
+        """The branch carries the RFC 3261 magic cookie and something after it (RFC 4475 3.2
+        badbranch has the cookie alone)."""
+        branch = self.params.get("branch")
+        return branch is not None and branch.startswith(MAGIC_COOKIE) and len(branch) > 7
+
+    @property
+    def received(self) -> str | None:
+        return self.params.get("received")
+
+    @property
+    def has_rport(self) -> bool:
+        """An ``rport`` parameter is present (with or without a value)."""
+        return "rport" in self.params
+
+    @property
+    def rport(self) -> int | None:
+        value = self.params.get("rport")
+        return int(value) if value else None
+
+    @property
+    def maddr(self) -> str | None:
+        return self.params.get("maddr")
+
+    @property
+    def ttl(self) -> int | None:
+        value = self.params.get("ttl")
+        return int(value) if value is not None else None
+
+    @property
+    def sent_by(self) -> str:
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        head = f"{self.protocol}/{self.version}/{self.transport} {self.sent_by}"
+        return head + format_params(self.params) if self.params else head
+
+    def __repr__(self) -> str:
+        return f"Via({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Via):
+            return NotImplemented
+        return (
+            self.protocol.upper() == other.protocol.upper()
+            and self.version == other.version
+            and self.transport == other.transport
+            and self.host.lower() == other.host.lower()
+            and self.port == other.port
+            and self.params == other.params
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _check_via_params(params: dict[str, str | None]) -> None:
+    if "branch" in params:
+        branch = params["branch"]
+        if branch is None or branch[0] == '"':
+            raise SipParseError("Via branch must be a token", header="via")
+    if "received" in params:
+        received = params["received"]
+        if received is None or (
+            _IPV4_RE.fullmatch(received) is None and _IPV6_ADDR_RE.fullmatch(received) is None
+        ):
+            raise SipParseError("Via received is not an IP address", header="via")
+    if "rport" in params:
+        rport = params["rport"]
+        if rport is not None and (_DIGITS_RE.fullmatch(rport) is None or int(rport) > 65535):
+            raise SipParseError("Via rport is not a port", header="via")
+    if "ttl" in params:
+        ttl = params["ttl"]
+        if ttl is None or _DIGITS_RE.fullmatch(ttl) is None or len(ttl) > 3 or int(ttl) > 255:
+            raise SipParseError("Via ttl is not 0-255", header="via")
+    if "maddr" in params:
+        maddr = params["maddr"]
+        if maddr is None or _HOST_RE.fullmatch(maddr) is None:
+            raise SipParseError("Via maddr is not a host", header="via")
+
+
+# --- name-addr / addr-spec (From, To, Contact, Route, Record-Route, ...) --------------------
+# name-addr      =  [ display-name ] LAQUOT addr-spec RAQUOT
+# addr-spec      =  SIP-URI / SIPS-URI / absoluteURI
+# display-name   =  *(token LWS)/ quoted-string
+# from-spec      =  ( name-addr / addr-spec ) *( SEMI from-param )
+# contact-param  =  (name-addr / addr-spec) *(SEMI contact-params)
+# RFC 3261 20: in the addr-spec form the URI may not contain ',' ';' or '?', so everything from the
+# first ';' on is header parameters and a '?' is an error (RFC 4475 regbadct).
+_TOKEN_DISPLAY_RE = re.compile(rf"[ \t]*((?:[{_TOKEN_CHARS}]+[ \t]*)*)<")
+_NON_TOKEN_DISPLAY_CHARS = re.compile(r"[\\\"\x00-\x1f\x7f]")
+
+
+class NameAddr:
+    """``"Display" <uri>;params`` as used by From, To, Contact, Route and Record-Route.
+
+    ``display`` is unquoted and unescaped (None when absent); ``params`` are the header
+    parameters (tag, expires, q, lr is a URI param ...), names lower-cased, quoted values kept
+    with their quotes.
+    """
+
+    __slots__ = ("uri", "display", "params")
+
+    is_star = False
+
+    def __init__(
+        self,
+        uri: URI | str,
+        display: str | None = None,
+        params: Mapping[str, str | None] | None = None,
+    ) -> None:
+        self.uri = uri if isinstance(uri, URI) else URI.parse(uri)
+        self.display = display
+        self.params: dict[str, str | None] = (
+            {k.lower(): v for k, v in params.items()} if params else {}
+        )
+
+    @classmethod
+    def parse(cls, text: str, header: str | None = None) -> NameAddr:
+        na = cls.__new__(cls)
+        display: str | None = None
+        if text and text[0] in ' \t"':
+            text = text.lstrip(_WS)
+        if text.startswith('"'):
+            match = _QUOTED_RE.match(text)
+            if match is None:
+                raise SipParseError("unbalanced quote in display name", header=header)
+            inner = match.group(1)
+            display = _QUOTED_PAIR_RE.sub(r"\1", inner) if "\\" in inner else inner
+            lt = text.find("<", match.end())
+            if lt < 0 or text[match.end() : lt].strip(_WS):
+                raise SipParseError("quoted display name not followed by <uri>", header=header)
+        else:
+            lt = text.find("<")
+            if lt > 0:
+                match = _TOKEN_DISPLAY_RE.match(text)
+                if match is not None:
+                    display = match.group(1).rstrip(_WS) or None
+                elif ";" in text[:lt] and ":" in text[:lt]:
+                    # addr-spec whose parameters hold a '<' (a quoted +sip.instance value)
+                    lt = -1
+                else:
+                    raise SipParseError("display name must be tokens or quoted", header=header)
+        if lt >= 0:
+            gt = text.find(">", lt)
+            if gt < 0:
+                raise SipParseError("'<' without '>'", header=header)
+            uri_text = text[lt + 1 : gt]
+            rest = text[gt + 1 :]
+            if " " in uri_text or "\t" in uri_text:
+                raise SipParseError("white space inside <>", header=header)
+        else:
+            semi = text.find(";")
+            if semi < 0:
+                uri_text = text.rstrip(_WS)
+                rest = ""
+            else:
+                uri_text = text[:semi].rstrip(_WS)
+                rest = text[semi:]
+            if "?" in uri_text or "," in uri_text or " " in uri_text or "\t" in uri_text:
+                raise SipParseError(
+                    "URI with headers, ',' or spaces must be enclosed in <>", header=header
+                )
+        try:
+            na.uri = URI.parse(uri_text)
+        except SipParseError as exc:
+            raise SipParseError(exc.reason, header=header) from None
+        na.display = display
+        na.params = parse_params(rest, header) if rest else {}
+        return na
+
+    @property
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+    @tag.setter
+    def tag(self, value: str | None) -> None:
+        if value is None:
+            self.params.pop("tag", None)
+        else:
+            self.params["tag"] = value
+
+    @property
+    def expires(self) -> int | None:
+        """Contact ``expires`` parameter, clamped to 2**32-1; None when absent or malformed."""
+        value = self.params.get("expires")
+        if value is None or _DIGITS_RE.fullmatch(value) is None:
+            return None
+        return min(int(value), 0xFFFFFFFF) if len(value) < 12 else 0xFFFFFFFF
+
+    @property
+    def q(self) -> float | None:
+        """Contact ``q`` parameter (0 to 1), None when absent or malformed."""
+        value = self.params.get("q")
+        if value is None or re.fullmatch(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?", value) is None:
+            return None
+        return float(value)
+
+    def copy(self) -> NameAddr:
+        clone = NameAddr.__new__(NameAddr)
+        clone.uri = self.uri.copy()
+        clone.display = self.display
+        clone.params = dict(self.params)
+        return clone
+
+    def __str__(self) -> str:
+        uri = str(self.uri)
+        if self.display is not None:
+            head = f"{quote(self.display)} <{uri}>"
+        else:
+            head = f"<{uri}>"
+        return head + format_params(self.params) if self.params else head
+
+    def __repr__(self) -> str:
+        return f"NameAddr({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NameAddr):
+            return NotImplemented
+        return (
+            self.uri == other.uri and self.display == other.display and self.params == other.params
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class StarContact:
+    """The ``Contact: *`` of a REGISTER that removes every binding (RFC 3261 10.2.2)."""
+
+    __slots__ = ()
+    is_star = True
+    params: dict[str, str | None] = {}
+
+    def __str__(self) -> str:
+        return "*"
+
+    def __repr__(self) -> str:
+        return "StarContact()"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StarContact)
+
+    def __hash__(self) -> int:
+        return hash("*")
+
+
+def parse_contact(text: str) -> NameAddr | StarContact:
+    if text == "*":
+        return StarContact()
+    return NameAddr.parse(text, "contact")
+
+
+# --- CSeq -----------------------------------------------------------------------------------
+# CSeq  =  "CSeq" HCOLON 1*DIGIT LWS Method    (RFC 3261 8.1.1.5: less than 2**31)
+_CSEQ_RE = re.compile(rf"([0-9]{{1,10}})[ \t]+([{_TOKEN_CHARS}]+)")
+
+
+class CSeq(NamedTuple):
+    num: int
+    method: str
+
+    @classmethod
+    def parse(cls, text: str) -> CSeq:
+        match = _CSEQ_RE.fullmatch(text)
+        if match is None:
+            raise SipParseError(f"malformed CSeq: {text[:60]!r}", header="cseq")
+        number = int(match.group(1))
+        if number >= 0x80000000:
+            raise SipParseError("CSeq number not below 2**31", header="cseq")
+        return cls(number, match.group(2))
+
+    def __str__(self) -> str:
+        return f"{self.num} {self.method}"
