@@ -1,0 +1,571 @@
+"""RFC 3261 section 17 transaction state machines, with time driven by hand (no sleeps)."""
+
+from __future__ import annotations
+
+import pytest
+
+from protocols.sip.headers import Via
+from protocols.sip.message import Request, Response, make_response
+from protocols.sip.parser import parse_message
+from protocols.sip.transaction import (
+    AckReceived,
+    CancelReceived,
+    ClientTransaction,
+    Outgoing,
+    RequestReceived,
+    ResponseReceived,
+    ServerTransaction,
+    StrayResponse,
+    TimerConfig,
+    TransactionLayer,
+    TransactionState,
+    TransactionTerminated,
+    TransactionTimeout,
+    TransportError,
+    build_cancel,
+    new_branch,
+    new_via,
+    via_response_address,
+)
+
+PEER = ("192.0.2.1", 5060)
+T1, T2, T4 = 0.5, 4.0, 5.0
+
+
+def request(
+    method: str = "INVITE",
+    *,
+    branch: str = "z9hG4bK-client-1",
+    transport: str = "UDP",
+    cseq: int = 1,
+    cseq_method: str | None = None,
+    to_tag: str | None = None,
+    uri: str = "sip:bob@example.com",
+    routes: tuple[str, ...] = (),
+) -> Request:
+    to = "<sip:bob@example.com>" + (f";tag={to_tag}" if to_tag else "")
+    lines = [
+        f"{method} {uri} SIP/2.0",
+        f"Via: SIP/2.0/{transport} 192.0.2.1:5060;branch={branch}",
+        "Max-Forwards: 70",
+        "From: <sip:alice@example.com>;tag=alice-tag",
+        f"To: {to}",
+        "Call-ID: call-1@192.0.2.1",
+        f"CSeq: {cseq} {cseq_method or method}",
+        *(f"Route: {route}" for route in routes),
+        "Content-Length: 0",
+        "",
+        "",
+    ]
+    message = parse_message("\r\n".join(lines).encode())
+    assert isinstance(message, Request)
+    return message
+
+
+def response_to(req: Request, status: int, to_tag: str | None = "bob-tag") -> Response:
+    """A response as the far end would send it (through bytes, like on the wire)."""
+    built = make_response(req, status, to_tag=to_tag if status > 100 else None)
+    parsed = parse_message(built.to_bytes())
+    assert isinstance(parsed, Response)
+    return parsed
+
+
+def sent(layer: TransactionLayer) -> list[Outgoing]:
+    return layer.datagrams_to_send()
+
+
+def start_lines(outgoing: list[Outgoing]) -> list[str]:
+    return [item.data.split(b"\r\n", 1)[0].decode() for item in outgoing]
+
+
+def run_until(layer: TransactionLayer, end: float) -> list[tuple[float, Outgoing]]:
+    """Fire every timer up to ``end`` in order, recording (time, datagram) pairs."""
+    output: list[tuple[float, Outgoing]] = []
+    while (deadline := layer.get_timer()) is not None and deadline <= end:
+        layer.handle_timer(deadline)
+        output.extend((deadline, item) for item in sent(layer))
+    return output
+
+
+# -- client INVITE -------------------------------------------------------------------------
+
+
+def test_client_invite_retransmits_with_doubling_timer_a_and_times_out_with_b() -> None:
+    layer = TransactionLayer()
+    transaction = layer.send_request(request(), PEER, "UDP", now=0.0)
+    (first,) = sent(layer)
+    assert first.destination == PEER and first.transport == "UDP"
+    assert first.transaction is transaction
+    assert transaction.state is TransactionState.CALLING
+    output = run_until(layer, 64 * T1)
+    # Timer A: T1, 2T1, 4T1, ... (no cap for INVITE) until Timer B at 64*T1.
+    assert [t for t, _ in output] == [0.5, 1.5, 3.5, 7.5, 15.5, 31.5]
+    assert all(item.data == first.data for _, item in output)
+    events = layer.events()
+    assert isinstance(events[0], TransactionTimeout) and events[0].timer == "B"
+    assert isinstance(events[1], TransactionTerminated)
+    assert transaction.terminated
+    assert layer.get_timer() is None
+    assert layer.client_transactions == []
+
+
+def test_client_invite_provisional_stops_retransmissions_and_timer_b() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    transaction = layer.send_request(invite, PEER, "UDP", now=0.0)
+    sent(layer)
+    layer.receive(response_to(invite, 180), PEER, "UDP", now=0.2)
+    (event,) = layer.events()
+    assert isinstance(event, ResponseReceived) and event.response.status == 180
+    assert transaction.state is TransactionState.PROCEEDING
+    assert layer.get_timer() is None  # neither A nor B runs in Proceeding
+    assert run_until(layer, 100.0) == []
+
+
+def test_client_invite_non_2xx_builds_ack_and_absorbs_retransmissions_until_timer_d() -> None:
+    layer = TransactionLayer()
+    invite = request(routes=("<sip:proxy.example.com;lr>",))
+    transaction = layer.send_request(invite, PEER, "UDP", now=0.0)
+    sent(layer)
+    busy = response_to(invite, 486)
+    layer.receive(busy, PEER, "UDP", now=1.0)
+    (ack_out,) = sent(layer)
+    ack = parse_message(ack_out.data)
+    assert isinstance(ack, Request)
+    # RFC 3261 17.1.1.3
+    assert ack.method == "ACK"
+    assert str(ack.uri) == str(invite.uri)
+    assert ack.vias[0].branch == invite.vias[0].branch
+    assert len(ack.vias) == 1
+    assert ack.to.tag == "bob-tag"
+    assert ack.from_.tag == "alice-tag"
+    assert ack.call_id == invite.call_id
+    assert (ack.cseq.num, ack.cseq.method) == (1, "ACK")
+    assert [str(r.uri) for r in ack.routes] == ["sip:proxy.example.com;lr"]
+    (event,) = layer.events()
+    assert isinstance(event, ResponseReceived) and event.response.status == 486
+    assert transaction.state is TransactionState.COMPLETED
+    # Retransmitted 486: same ACK again, nothing for the TU.
+    layer.receive(busy, PEER, "UDP", now=2.0)
+    assert [item.data for item in sent(layer)] == [ack_out.data]
+    assert layer.events() == []
+    # Timer D: 32 s on UDP.
+    assert layer.get_timer() == pytest.approx(33.0)
+    layer.handle_timer(32.9)
+    assert not transaction.terminated
+    layer.handle_timer(33.0)
+    assert transaction.terminated
+    assert isinstance(layer.events()[-1], TransactionTerminated)
+
+
+def test_client_invite_2xx_accepted_state_passes_retransmissions_up_until_timer_m() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    transaction = layer.send_request(invite, PEER, "UDP", now=0.0)
+    ok = response_to(invite, 200)
+    layer.receive(ok, PEER, "UDP", now=0.1)
+    layer.receive(ok, PEER, "UDP", now=0.6)
+    assert sent(layer)[1:] == []  # no ACK from the transaction for a 2xx, no retransmissions
+    events = layer.events()
+    assert [type(e) for e in events] == [ResponseReceived, ResponseReceived]
+    assert transaction.state is TransactionState.ACCEPTED
+    layer.handle_timer(0.1 + 64 * T1)
+    assert transaction.terminated
+    # After Timer M a 2xx retransmission is a stray response for the dialog layer.
+    layer.events()
+    layer.receive(ok, PEER, "UDP", now=40.0)
+    (stray,) = layer.events()
+    assert isinstance(stray, StrayResponse)
+
+
+def test_client_invite_over_tcp_has_no_retransmissions_and_zero_timer_d() -> None:
+    layer = TransactionLayer()
+    invite = request(transport="TCP")
+    transaction = layer.send_request(invite, PEER, "tcp", now=0.0)
+    assert transaction.reliable
+    sent(layer)
+    # Only Timer B is pending.
+    assert layer.get_timer() == 64 * T1
+    layer.receive(response_to(invite, 404), PEER, "TCP", now=1.0)
+    assert start_lines(sent(layer)) == ["ACK sip:bob@example.com SIP/2.0"]
+    assert layer.get_timer() == 1.0
+    layer.handle_timer(1.0)
+    assert transaction.terminated
+
+
+def test_cancel_waits_for_provisional_then_goes_with_the_invite_branch() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    transaction = layer.send_request(invite, PEER, "UDP", now=0.0)
+    sent(layer)
+    layer.cancel(transaction, now=0.1)
+    assert sent(layer) == []  # RFC 3261 9.1: not before a provisional response
+    layer.receive(response_to(invite, 180), PEER, "UDP", now=0.2)
+    (cancel_out,) = sent(layer)
+    cancel = parse_message(cancel_out.data)
+    assert isinstance(cancel, Request)
+    assert cancel.method == "CANCEL"
+    assert cancel.vias[0].branch == invite.vias[0].branch
+    assert (cancel.cseq.num, cancel.cseq.method) == (1, "CANCEL")
+    assert cancel.to.tag is None
+    assert isinstance(transaction.cancel_transaction, ClientTransaction)
+    # The CANCEL is its own non-INVITE transaction: 200 to it, then 487 to the INVITE.
+    layer.receive(response_to(cancel, 200), PEER, "UDP", now=0.3)
+    layer.receive(response_to(invite, 487), PEER, "UDP", now=0.3)
+    statuses = [
+        (e.transaction.method, e.response.status)
+        for e in layer.events()
+        if isinstance(e, ResponseReceived)
+    ]
+    assert statuses == [("INVITE", 180), ("CANCEL", 200), ("INVITE", 487)]
+
+
+def test_send_request_rejects_ack_and_old_branches() -> None:
+    layer = TransactionLayer()
+    with pytest.raises(ValueError):
+        layer.send_request(request("ACK"), PEER, "UDP", now=0.0)
+    with pytest.raises(ValueError):
+        layer.send_request(request(branch="oldstyle"), PEER, "UDP", now=0.0)
+    layer.send_request(request(), PEER, "UDP", now=0.0)
+    with pytest.raises(ValueError):
+        layer.send_request(request(), PEER, "UDP", now=0.0)
+
+
+# -- client non-INVITE ---------------------------------------------------------------------
+
+
+def test_client_non_invite_timer_e_capped_at_t2_and_timer_f() -> None:
+    layer = TransactionLayer()
+    layer.send_request(request("OPTIONS"), PEER, "UDP", now=0.0)
+    sent(layer)
+    output = run_until(layer, 64 * T1)
+    # Timer E: T1, 2T1, 4T1, then T2 (4 s) every time, until Timer F at 64*T1 = 32 s.
+    assert [t for t, _ in output] == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+    events = layer.events()
+    assert isinstance(events[0], TransactionTimeout) and events[0].timer == "F"
+
+
+def test_client_non_invite_proceeding_retransmits_every_t2() -> None:
+    layer = TransactionLayer()
+    options = request("OPTIONS")
+    layer.send_request(options, PEER, "UDP", now=0.0)
+    sent(layer)
+    layer.handle_timer(0.5)  # first retransmission, next one in 1 s
+    sent(layer)
+    layer.receive(response_to(options, 100), PEER, "UDP", now=0.6)
+    output = run_until(layer, 20.0)
+    # The pending timer still fires at 1.5; from then on the interval is T2.
+    assert [t for t, _ in output] == [1.5, 5.5, 9.5, 13.5, 17.5]
+
+
+def test_client_non_invite_final_response_then_timer_k_absorbs_retransmissions() -> None:
+    layer = TransactionLayer()
+    options = request("OPTIONS")
+    transaction = layer.send_request(options, PEER, "UDP", now=0.0)
+    sent(layer)
+    ok = response_to(options, 200)
+    layer.receive(ok, PEER, "UDP", now=0.1)
+    layer.receive(ok, PEER, "UDP", now=0.2)  # retransmission: absorbed
+    events = layer.events()
+    assert [type(e) for e in events] == [ResponseReceived]
+    assert transaction.state is TransactionState.COMPLETED
+    assert layer.get_timer() == pytest.approx(0.1 + T4)
+    assert run_until(layer, 10.0) == []  # no more retransmissions
+    assert transaction.terminated
+
+
+def test_client_non_invite_reliable_timer_k_is_zero() -> None:
+    layer = TransactionLayer()
+    options = request("OPTIONS", transport="TCP")
+    transaction = layer.send_request(options, PEER, "TCP", now=0.0)
+    assert layer.get_timer() == 64 * T1  # Timer F only, no Timer E
+    layer.receive(response_to(options, 200), PEER, "TCP", now=1.0)
+    layer.handle_timer(1.0)
+    assert transaction.terminated
+
+
+def test_custom_t1_t2_scale_every_timer() -> None:
+    layer = TransactionLayer(TimerConfig(t1=0.1, t2=0.4, t4=1.0))
+    layer.send_request(request("OPTIONS"), PEER, "UDP", now=0.0)
+    sent(layer)
+    times = [round(t, 3) for t, _ in run_until(layer, 6.4)]
+    assert times[:5] == [0.1, 0.3, 0.7, 1.1, 1.5]
+    assert isinstance(layer.events()[0], TransactionTimeout)
+
+
+# -- server INVITE -------------------------------------------------------------------------
+
+
+def receive_invite(
+    layer: TransactionLayer, invite: Request, transport: str = "UDP", now: float = 0.0
+) -> ServerTransaction:
+    layer.receive(invite, PEER, transport, now)
+    events = layer.events()
+    assert len(events) == 1 and isinstance(events[0], RequestReceived)
+    return events[0].transaction
+
+
+def test_server_invite_sends_trying_and_absorbs_retransmissions() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    transaction = receive_invite(layer, invite)
+    assert start_lines(sent(layer)) == ["SIP/2.0 100 Trying"]
+    layer.receive(invite, PEER, "UDP", now=0.5)
+    assert start_lines(sent(layer)) == ["SIP/2.0 100 Trying"]  # last provisional resent
+    assert layer.events() == []
+    layer.respond(transaction, make_response(invite, 180, to_tag="bob-tag"), now=0.6)
+    sent(layer)
+    layer.receive(invite, PEER, "UDP", now=1.0)
+    assert start_lines(sent(layer)) == ["SIP/2.0 180 Ringing"]
+    assert layer.find_server_transaction(invite) is transaction
+
+
+def test_server_invite_error_response_timer_g_capped_at_t2_then_timer_h() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    transaction = receive_invite(layer, invite)
+    sent(layer)
+    layer.respond(transaction, make_response(invite, 486, to_tag="bob-tag"), now=0.0)
+    assert start_lines(sent(layer)) == ["SIP/2.0 486 Busy Here"]
+    output = run_until(layer, 64 * T1)
+    # Timer G: T1, 2T1, 4T1, then capped at T2; Timer H ends it at 64*T1 without an ACK.
+    assert [t for t, _ in output] == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
+    assert all(start_lines([item]) == ["SIP/2.0 486 Busy Here"] for _, item in output)
+    timeout, terminated = layer.events()
+    assert isinstance(timeout, TransactionTimeout) and timeout.timer == "H"
+    assert isinstance(terminated, TransactionTerminated)
+
+
+def test_server_invite_ack_confirms_then_timer_i_absorbs_ack_retransmissions() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    transaction = receive_invite(layer, invite)
+    layer.respond(transaction, make_response(invite, 603, to_tag="bob-tag"), now=0.0)
+    sent(layer)
+    ack = request("ACK", cseq_method="ACK", to_tag="bob-tag")
+    layer.receive(ack, PEER, "UDP", now=0.2)
+    assert transaction.state is TransactionState.CONFIRMED
+    layer.receive(ack, PEER, "UDP", now=0.3)  # retransmitted ACK: absorbed
+    layer.receive(invite, PEER, "UDP", now=0.4)  # and a late INVITE retransmission too
+    assert sent(layer) == []
+    assert layer.events() == []
+    assert layer.get_timer() == pytest.approx(0.2 + T4)
+    layer.handle_timer(0.2 + T4)
+    assert transaction.terminated
+
+
+def test_server_invite_2xx_accepted_absorbs_invite_and_passes_ack_up() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    transaction = receive_invite(layer, invite)
+    sent(layer)
+    layer.respond(transaction, make_response(invite, 200, to_tag="bob-tag"), now=0.1)
+    assert start_lines(sent(layer)) == ["SIP/2.0 200 OK"]
+    assert transaction.state is TransactionState.ACCEPTED
+    layer.receive(invite, PEER, "UDP", now=0.5)
+    assert sent(layer) == []  # the TU (dialog) retransmits 2xx, not the transaction
+    ack = request("ACK", branch="z9hG4bK-ack-new", cseq_method="ACK", to_tag="bob-tag")
+    layer.receive(ack, PEER, "UDP", now=0.6)
+    (event,) = layer.events()
+    assert isinstance(event, AckReceived) and event.request.method == "ACK"
+    layer.handle_timer(0.1 + 64 * T1)  # Timer L
+    assert transaction.terminated
+
+
+def test_server_invite_reliable_no_timer_g_and_zero_timer_i() -> None:
+    layer = TransactionLayer()
+    invite = request(transport="TCP")
+    transaction = receive_invite(layer, invite, transport="TCP")
+    layer.respond(transaction, make_response(invite, 480, to_tag="bob-tag"), now=0.0)
+    sent(layer)
+    assert layer.get_timer() == 64 * T1  # Timer H only
+    layer.receive(
+        request("ACK", transport="TCP", cseq_method="ACK", to_tag="bob-tag"), PEER, "TCP", 1.0
+    )
+    layer.handle_timer(1.0)
+    assert transaction.terminated
+
+
+def test_server_invite_without_auto_trying() -> None:
+    layer = TransactionLayer(auto_trying=False)
+    invite = request()
+    transaction = receive_invite(layer, invite)
+    assert sent(layer) == []
+    layer.receive(invite, PEER, "UDP", now=0.5)  # nothing sent yet, nothing to resend
+    assert sent(layer) == []
+    assert transaction.state is TransactionState.PROCEEDING
+
+
+# -- server non-INVITE ---------------------------------------------------------------------
+
+
+def test_server_non_invite_trying_absorbs_then_completed_resends_until_timer_j() -> None:
+    layer = TransactionLayer()
+    options = request("OPTIONS")
+    layer.receive(options, PEER, "UDP", now=0.0)
+    (event,) = layer.events()
+    assert isinstance(event, RequestReceived)
+    transaction = event.transaction
+    assert transaction.state is TransactionState.TRYING
+    assert sent(layer) == []  # no 100 Trying for non-INVITE
+    layer.receive(options, PEER, "UDP", now=0.5)
+    assert sent(layer) == [] and layer.events() == []
+    layer.respond(transaction, make_response(options, 200, to_tag="t"), now=1.0)
+    assert start_lines(sent(layer)) == ["SIP/2.0 200 OK"]
+    layer.receive(options, PEER, "UDP", now=2.0)
+    assert start_lines(sent(layer)) == ["SIP/2.0 200 OK"]
+    assert layer.get_timer() == pytest.approx(1.0 + 64 * T1)  # Timer J
+    layer.handle_timer(1.0 + 64 * T1)
+    assert transaction.terminated
+    # After Timer J the same request is new again.
+    layer.receive(options, PEER, "UDP", now=40.0)
+    assert any(isinstance(e, RequestReceived) for e in layer.events())
+
+
+def test_server_non_invite_reliable_timer_j_is_zero() -> None:
+    layer = TransactionLayer()
+    options = request("OPTIONS", transport="TCP")
+    layer.receive(options, PEER, "TCP", now=0.0)
+    (event,) = layer.events()
+    assert isinstance(event, RequestReceived)
+    layer.respond(event.transaction, make_response(options, 200), now=0.0)
+    layer.handle_timer(0.0)
+    assert event.transaction.terminated
+
+
+def test_respond_after_final_response_is_an_error() -> None:
+    layer = TransactionLayer()
+    options = request("OPTIONS")
+    layer.receive(options, PEER, "UDP", now=0.0)
+    (event,) = layer.events()
+    assert isinstance(event, RequestReceived)
+    layer.respond(event.transaction, make_response(options, 200), now=0.0)
+    with pytest.raises(ValueError):
+        layer.respond(event.transaction, make_response(options, 500), now=0.0)
+
+
+# -- matching ------------------------------------------------------------------------------
+
+
+def test_matching_uses_branch_sent_by_and_method() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    receive_invite(layer, invite)
+    # Same branch, other sent-by: a different transaction (17.2.3).
+    other = parse_message(invite.to_bytes().replace(b"192.0.2.1:5060;", b"192.0.2.9:5060;"))
+    layer.receive(other, ("192.0.2.9", 5060), "UDP", now=0.1)
+    assert any(isinstance(e, RequestReceived) for e in layer.events())
+    assert len(layer.server_transactions) == 2
+
+
+def test_cancel_matches_invite_server_transaction() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    invite_transaction = receive_invite(layer, invite)
+    sent(layer)
+    cancel = build_cancel(invite)
+    layer.receive(parse_message(cancel.to_bytes()), PEER, "UDP", now=0.5)
+    (event,) = layer.events()
+    assert isinstance(event, CancelReceived)
+    assert event.invite_transaction is invite_transaction
+    assert invite_transaction.cancelled
+    assert start_lines(sent(layer)) == ["SIP/2.0 200 OK"]  # 200 to the CANCEL itself
+    layer.respond(invite_transaction, make_response(invite, 487, to_tag="x"), now=0.6)
+    assert start_lines(sent(layer)) == ["SIP/2.0 487 Request Terminated"]
+
+
+def test_cancel_for_unknown_transaction_gets_481() -> None:
+    layer = TransactionLayer()
+    cancel = request("CANCEL", branch="z9hG4bK-nothing")
+    layer.receive(cancel, PEER, "UDP", now=0.0)
+    (event,) = layer.events()
+    assert isinstance(event, CancelReceived) and event.invite_transaction is None
+    assert start_lines(sent(layer)) == ["SIP/2.0 481 Call/Transaction Does Not Exist"]
+
+
+def test_rfc2543_matching_without_magic_cookie() -> None:
+    layer = TransactionLayer()
+    invite = request(branch="old-style-1")
+    transaction = receive_invite(layer, invite)
+    sent(layer)
+    layer.receive(invite, PEER, "UDP", now=0.5)  # retransmission: same fields
+    assert start_lines(sent(layer)) == ["SIP/2.0 100 Trying"]
+    assert layer.events() == []
+    layer.respond(transaction, make_response(invite, 486, to_tag="our-tag"), now=0.6)
+    sent(layer)
+    # An ACK with another To tag does not belong to this transaction.
+    wrong = request("ACK", branch="old-style-1", cseq_method="ACK", to_tag="other")
+    layer.receive(wrong, PEER, "UDP", now=0.7)
+    assert isinstance(layer.events()[0], AckReceived)
+    assert transaction.state is TransactionState.COMPLETED
+    ack = request("ACK", branch="old-style-1", cseq_method="ACK", to_tag="our-tag")
+    layer.receive(ack, PEER, "UDP", now=0.8)
+    assert transaction.state is TransactionState.CONFIRMED
+    # Another CSeq is another transaction.
+    layer.receive(request(branch="old-style-1", cseq=2), PEER, "UDP", now=0.9)
+    assert any(isinstance(e, RequestReceived) for e in layer.events())
+
+
+def test_responses_match_on_branch_and_cseq_method() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    layer.send_request(invite, PEER, "UDP", now=0.0)
+    # Same branch but CSeq method CANCEL: not the INVITE's transaction.
+    cancel_response = response_to(build_cancel(invite), 200)
+    layer.receive(cancel_response, PEER, "UDP", now=0.1)
+    (event,) = layer.events()
+    assert isinstance(event, StrayResponse)
+
+
+# -- transport errors, destinations, helpers ------------------------------------------------
+
+
+def test_transport_failure_terminates_with_transport_error() -> None:
+    layer = TransactionLayer()
+    transaction = layer.send_request(request("OPTIONS", transport="TCP"), PEER, "TCP", now=0.0)
+    (item,) = sent(layer)
+    layer.transport_failed(item, "connection refused", now=0.0)
+    error, terminated = layer.events()
+    assert isinstance(error, TransportError) and error.reason == "connection refused"
+    assert isinstance(terminated, TransactionTerminated)
+    assert transaction.terminated and layer.get_timer() is None
+
+
+def test_response_destination_symmetric_or_via() -> None:
+    natted = ("198.51.100.7", 40000)
+    layer = TransactionLayer()
+    layer.receive(request("OPTIONS"), natted, "UDP", now=0.0)
+    (event,) = layer.events()
+    assert isinstance(event, RequestReceived)
+    assert event.transaction.peer == natted
+    rfc = TransactionLayer(symmetric_responses=False)
+    rfc.receive(request("OPTIONS"), natted, "UDP", now=0.0)
+    (event,) = rfc.events()
+    assert isinstance(event, RequestReceived)
+    assert event.transaction.peer == ("192.0.2.1", 5060)
+    assert via_response_address(Via.parse("SIP/2.0/UDP a.example;rport;branch=x"), natted) == natted
+    assert via_response_address(
+        Via.parse("SIP/2.0/UDP a.example:5070;received=203.0.113.1;branch=x"), natted
+    ) == ("203.0.113.1", 5070)
+
+
+def test_new_via_and_branch() -> None:
+    branch = new_branch()
+    assert branch.startswith("z9hG4bK") and branch != new_branch()
+    via = new_via("udp", "192.0.2.5", 5080)
+    assert str(via).startswith("SIP/2.0/UDP 192.0.2.5:5080;branch=z9hG4bK")
+    assert via.has_rport
+
+
+def test_many_transactions_timer_heap_orders_deadlines() -> None:
+    layer = TransactionLayer()
+    for index in range(50):
+        layer.send_request(
+            request("OPTIONS", branch=f"z9hG4bK-{index}"), PEER, "UDP", now=index * 0.01
+        )
+    sent(layer)
+    assert layer.get_timer() == pytest.approx(0.5)
+    layer.handle_timer(0.5)
+    assert len(sent(layer)) == 1
+    layer.handle_timer(0.5 + 49 * 0.01)
+    assert len(sent(layer)) == 49
