@@ -486,6 +486,10 @@ class TransactionLayer:
             raise ValueError(f"{transaction!r} is terminated")
         status = response.status
         state = transaction.state
+        if state is TransactionState.ACCEPTED and 200 <= status < 300:
+            # RFC 6026 7.1: 2xx retransmissions (by the TU, 13.3.1.4) pass straight through.
+            self._emit(transaction, response)
+            return
         if state not in (TransactionState.TRYING, TransactionState.PROCEEDING):
             raise ValueError(f"cannot send {status} in state {state.value}")
         transaction.last_response = response

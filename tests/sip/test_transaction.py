@@ -364,6 +364,8 @@ def test_server_invite_2xx_accepted_absorbs_invite_and_passes_ack_up() -> None:
     assert transaction.state is TransactionState.ACCEPTED
     layer.receive(invite, PEER, "UDP", now=0.5)
     assert sent(layer) == []  # the TU (dialog) retransmits 2xx, not the transaction
+    layer.respond(transaction, make_response(invite, 200, to_tag="bob-tag"), now=0.6)
+    assert start_lines(sent(layer)) == ["SIP/2.0 200 OK"]  # ...through the transaction
     ack = request("ACK", branch="z9hG4bK-ack-new", cseq_method="ACK", to_tag="bob-tag")
     layer.receive(ack, PEER, "UDP", now=0.6)
     (event,) = layer.events()
