@@ -161,7 +161,11 @@ def _validate_condition(field: str, cond: Any) -> None:
         ):
             raise BadRequest("$mod needs [divisor, remainder] with a non-zero divisor")
         if op in ("$elemMatch", "$allMatch"):
-            validate_selector(arg)
+            # Conditions on the element itself (`{"$eq": 1}`) or on its fields.
+            if _is_operator_object(arg):
+                _validate_condition(field, arg)
+            else:
+                validate_selector(arg)
         if op == "$not":
             if not isinstance(arg, dict):
                 raise BadRequest("$not needs an object")
