@@ -320,11 +320,12 @@ class Bus(ABC):
         confirm: bool = False,
     ) -> None:
         """Answer ``request``: ``response`` goes to the requester's Server-ID on ``targeted``
-        with the request's Msg-ID, which is how the requester recognises it."""
+        with the request's Msg-ID, which is how the requester recognises it. The response
+        carries this process's Server-ID too (route_win goes there if this route_resp wins)."""
         server_id = request.get("Server-ID")
         if not server_id:
             raise BusValidationError("Server-ID", "the request has no Server-ID to reply to")
-        response = {**response, "Msg-ID": request["Msg-ID"]}
+        response = {"Server-ID": self._server_id, **response, "Msg-ID": request["Msg-ID"]}
         self.publish(response, exchange="targeted", routing_key=str(server_id), confirm=confirm)
 
     def consume(
