@@ -2,8 +2,10 @@
 
     python -m tests.bus.peer URL DATA_DIR SPEC_JSON
 
-SPEC: {"role": "subscribe" | "respond", "bindings": [[exchange, key], ...], "queue": name|null,
-       "replies": [...], "delays": [...]}
+SPEC: {"role": "subscribe" | "respond" | "node", "bindings": [[exchange, key], ...],
+       "queue": name|null, "replies": [...], "delays": [...]}
+A "node" peer runs a NodesService named SPEC["node"] advertising every SPEC["interval"] s
+and keeping its list in SPEC["snapshot"].
 Prints one JSON object per line on stdout: {"ready": true} once bound, then for "subscribe"
 {"msg": ..., "exchange": ..., "routing_key": ...} or {"invalid": field} per delivery. A
 "respond" peer answers each request with every reply in "replies" (Title-Case fields merged
@@ -23,6 +25,7 @@ import gevent.fileobject
 
 from bus import Binding, connect
 from bus.api.authn import authn_resp
+from bus.nodes import NodeInfo, NodesService
 
 
 def emit(obj: dict[str, Any]) -> None:
@@ -34,7 +37,7 @@ def main() -> None:
     url, data_dir, spec_json = sys.argv[1:4]
     spec = json.loads(spec_json)
     bus = connect(url, node=spec.get("node", "peer"), data_dir=data_dir)
-    bindings = [Binding(exchange, key) for exchange, key in spec["bindings"]]
+    bindings = [Binding(exchange, key) for exchange, key in spec.get("bindings", [])]
     requests_seen = [0]
 
     def on_invalid(error: Any, _body: bytes, delivery: Any) -> None:
@@ -78,8 +81,16 @@ def main() -> None:
             }
             bus.reply(msg, authn_resp.build(fields))
 
-    callback = on_request if spec["role"] == "respond" else on_message
-    bus.consume(bindings, callback, queue=spec.get("queue"), on_invalid=on_invalid)
+    if spec["role"] == "node":
+        NodesService(
+            bus,
+            NodeInfo(spec["node"], "1.0", ("calls", "edge"), zone="z1"),
+            interval=spec["interval"],
+            snapshot_path=spec["snapshot"],
+        ).start()
+    else:
+        callback = on_request if spec["role"] == "respond" else on_message
+        bus.consume(bindings, callback, queue=spec.get("queue"), on_invalid=on_invalid)
     emit({"ready": True})
     stdin = gevent.fileobject.FileObject(sys.stdin, "r")
     while stdin.readline():
