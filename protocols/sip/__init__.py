@@ -10,6 +10,24 @@ Each module adds its public names below, one import line per module.
 
 from __future__ import annotations
 
+from .dialog import (
+    AnswerRetransmission,
+    Dialog,
+    DialogError,
+    DialogId,
+    Dialogs,
+    DialogState,
+    next_hop,
+)
+from .digest import (
+    DigestChallenge,
+    DigestClient,
+    DigestCredentials,
+    DigestOutcome,
+    DigestServer,
+    DigestVerdict,
+    answer_challenge,
+)
 from .errors import REASON_PHRASES, SipParseError
 from .headers import CSeq, Headers, NameAddr, StarContact, Via, canonical_key, quote, unquote
 from .message import (
@@ -22,6 +40,24 @@ from .message import (
     make_response,
 )
 from .parser import DEFAULT_LIMITS, Limits, StreamParser, is_keepalive, parse_message
+from .transaction import (
+    AckReceived,
+    CancelReceived,
+    ClientTransaction,
+    Outgoing,
+    RequestReceived,
+    ResponseReceived,
+    ServerTransaction,
+    StrayResponse,
+    TimerConfig,
+    TransactionLayer,
+    TransactionState,
+    TransactionTerminated,
+    TransactionTimeout,
+    TransportError,
+    new_branch,
+    new_via,
+)
 from .uri import URI, escape_user, unescape
 from .validate import Rejection, error_response, validate_request, validate_response
 
@@ -61,4 +97,37 @@ __all__ = [
     "error_response",
     "validate_request",
     "validate_response",
+    # dialog
+    "AnswerRetransmission",
+    "Dialog",
+    "DialogError",
+    "DialogId",
+    "DialogState",
+    "Dialogs",
+    "next_hop",
+    # digest
+    "DigestChallenge",
+    "DigestClient",
+    "DigestCredentials",
+    "DigestOutcome",
+    "DigestServer",
+    "DigestVerdict",
+    "answer_challenge",
+    # transaction (the gevent adapters live in protocols.sip.transport, imported explicitly)
+    "AckReceived",
+    "CancelReceived",
+    "ClientTransaction",
+    "Outgoing",
+    "RequestReceived",
+    "ResponseReceived",
+    "ServerTransaction",
+    "StrayResponse",
+    "TimerConfig",
+    "TransactionLayer",
+    "TransactionState",
+    "TransactionTerminated",
+    "TransactionTimeout",
+    "TransportError",
+    "new_branch",
+    "new_via",
 ]
