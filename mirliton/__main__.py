@@ -1,0 +1,3 @@
+from mirliton.cli import main
+
+main()

@@ -1,0 +1,144 @@
+"""Node configuration: a TOML file overridden by ``MIRLITON_<SECTION>__<KEY>`` variables,
+validated, with errors that name the key (INTERFACES.md, "Configuration")."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = ["Config", "ConfigError", "load_config", "parse_hostport"]
+
+ENV_PREFIX = "MIRLITON_"
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names the key (``section.key``)."""
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not (0 <= int(port) <= 65535):
+        raise ValueError(f"{value!r} is not host:port")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeSection(_Section):
+    name: str = Field(default_factory=socket.gethostname)
+    # Empty means every built-in role; entries are role names or "module:Class" plug-ins.
+    roles: list[str] = Field(default_factory=list)
+    data_dir: Path = Path("./var")
+    zone: str = "local"
+
+
+class BusSection(_Section):
+    url: str = "local"
+
+
+class StoreSection(_Section):
+    url: str = "embedded"
+
+
+class SipSection(_Section):
+    listen: list[str] = Field(default_factory=lambda: ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"])
+
+
+class HttpSection(_Section):
+    listen: str = "127.0.0.1:8000"
+
+    @field_validator("listen")
+    @classmethod
+    def _hostport(cls, v: str) -> str:
+        parse_hostport(v)
+        return v
+
+
+class OpsSection(HttpSection):
+    listen: str = "127.0.0.1:9494"
+
+
+class LogSection(_Section):
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class SupervisionSection(_Section):
+    # Restart intensity of the node's root supervisor of role processes.
+    intensity: int = Field(default=10, ge=0)
+    period: float = Field(default=10.0, gt=0)
+
+
+class Config(_Section):
+    node: NodeSection = Field(default_factory=NodeSection)
+    bus: BusSection = Field(default_factory=BusSection)
+    store: StoreSection = Field(default_factory=StoreSection)
+    sip: SipSection = Field(default_factory=SipSection)
+    http: HttpSection = Field(default_factory=HttpSection)
+    ops: OpsSection = Field(default_factory=OpsSection)
+    log: LogSection = Field(default_factory=LogSection)
+    supervision: SupervisionSection = Field(default_factory=SupervisionSection)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.node.data_dir
+
+    @property
+    def run_dir(self) -> Path:
+        return self.node.data_dir / "run"
+
+
+def _env_value(raw: str) -> Any:
+    # Lists and numbers come as JSON (MIRLITON_NODE__ROLES='["edge","calls"]'); else a string.
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX):].partition("__")
+        if section.startswith("TEST_"):
+            continue  # MIRLITON_TEST_* belong to the test suite
+        data.setdefault(section.lower(), {})[key.lower()] = _env_value(raw)
+
+
+def load_config(
+    path: Path | str | None = None,
+    data_dir: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Read the TOML file (if any), apply the environment, then ``data_dir`` (the CLI flag)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"config file {path}: {err}") from None
+    _apply_env(data, os.environ if env is None else env)
+    if data_dir is not None:
+        data.setdefault("node", {})["data_dir"] = str(data_dir)
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            key = ".".join(str(p) for p in e["loc"])
+            problems.append(f"{key}: {e['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+    cfg.node.data_dir = cfg.node.data_dir.resolve()
+    return cfg
