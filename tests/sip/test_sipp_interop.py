@@ -1,9 +1,11 @@
-"""Interop with a real SIP peer: SIPp's built-in ``uas`` scenario, over UDP and TCP.
+"""The gevent transport adapters, on loopback and against a real SIP peer (SIPp).
 
-Our side is the UAC, built from the pieces the edge and call legs use: gevent transport
-adapters, the sans-I/O transaction layer (driven by TransactionRunner) and a dialog. SIPp runs
-with ``-m 1`` for the call test, so its exit status says whether it counted the call as
-successful; it always gets ``-nostdin`` and a global ``-timeout``, and is killed in teardown.
+The SIPp tests use SIPp's built-in ``uas`` (our side is the UAC) and ``uac`` (our side is the
+UAS) scenarios over UDP and TCP, with the pieces the edge and call legs use: transport
+adapters, the sans-I/O transaction layer driven by TransactionRunner, dialogs and SDP
+offer/answer. Call tests run SIPp with ``-m 1``, so its exit status says whether it counted the
+call as successful; SIPp always gets ``-nostdin`` and a global ``-timeout`` and is killed in
+teardown.
 """
 
 from __future__ import annotations
@@ -12,30 +14,56 @@ import shutil
 import socket as stdlib_socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gevent
 import pytest
+from gevent import socket as gevent_socket
 from gevent.queue import Empty, Queue
 
-from protocols.sdp import LocalMedia, NegotiationFailure, build_offer, parse_sdp, process_answer
+from protocols.sdp import (
+    Answer,
+    LocalMedia,
+    NegotiationFailure,
+    build_answer,
+    build_offer,
+    parse_sdp,
+    process_answer,
+)
 from protocols.sip.dialog import Dialog, next_hop
-from protocols.sip.message import Request, Response, generate_call_id, generate_tag
+from protocols.sip.errors import SipParseError
+from protocols.sip.message import (
+    Message,
+    Request,
+    Response,
+    generate_call_id,
+    generate_tag,
+    make_response,
+)
 from protocols.sip.transaction import (
+    AckReceived,
     Event,
+    RequestReceived,
     ResponseReceived,
+    TimerConfig,
     TransactionLayer,
     TransactionTimeout,
     TransportError,
     new_via,
 )
-from protocols.sip.transport import SipTransport, TcpTransport, TransactionRunner, UdpTransport
+from protocols.sip.transport import (
+    SipTransport,
+    TcpTransport,
+    TransactionRunner,
+    UdpTransport,
+)
 
-pytestmark = [
-    pytest.mark.sipp,
-    pytest.mark.skipif(shutil.which("sipp") is None, reason="SIPp (sip-tester) not installed"),
-]
+
+def requires_sipp(test: Callable[..., None]) -> Callable[..., None]:
+    marked = pytest.mark.sipp(test)
+    return pytest.mark.skipif(shutil.which("sipp") is None, reason="SIPp not installed")(marked)
+
 
 LOOPBACK = "127.0.0.1"
 
@@ -76,6 +104,7 @@ class SippProcess:
 
 
 def start_sipp(workdir: Path, transport: str, *extra: str) -> tuple[SippProcess, int]:
+    """SIPp's built-in UAS on a free loopback port, once it is listening."""
     port = free_port(stdlib_socket.SOCK_DGRAM if transport == "UDP" else stdlib_socket.SOCK_STREAM)
     args = ["sipp", "-sn", "uas", "-i", LOOPBACK, "-p", str(port), "-nostdin", "-timeout", "20s"]
     if transport == "TCP":
@@ -100,12 +129,12 @@ def start_sipp(workdir: Path, transport: str, *extra: str) -> tuple[SippProcess,
     raise RuntimeError("SIPp did not bind its port")
 
 
-class Uac:
-    """A minimal UAC: transports + runner + an event queue the test reads from."""
+class Endpoint:
+    """A minimal SIP endpoint: one transport + runner + an event queue the test reads from."""
 
-    def __init__(self, transport_name: str) -> None:
+    def __init__(self, transport_name: str, timers: TimerConfig | None = None) -> None:
         self.events: Queue[Event] = Queue()
-        self.runner = TransactionRunner(TransactionLayer(), self.events.put)
+        self.runner = TransactionRunner(TransactionLayer(timers), self.events.put)
         self.transport: SipTransport
         if transport_name == "UDP":
             self.transport = UdpTransport(LOOPBACK, 0, self.runner.on_message).start()
@@ -137,19 +166,29 @@ class Uac:
             request.body = body
         return request
 
-    def next_response(self, timeout: float = 5.0) -> Response:
-        """The next response event; transaction failures fail the test with their reason."""
+    def next_event(self, *kinds: type, timeout: float = 5.0) -> Event:
+        """The next event of one of ``kinds``; transaction failures fail the test."""
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
             try:
                 event = self.events.get(timeout=max(0.0, remaining))
             except Empty:
-                raise AssertionError("no response from SIPp") from None
-            if isinstance(event, ResponseReceived):
-                return event.response
+                raise AssertionError(f"no {kinds} event in {timeout}s") from None
+            if isinstance(event, kinds):
+                return event
             if isinstance(event, TransactionTimeout | TransportError):
                 raise AssertionError(f"transaction failed: {event}")
+
+    def next_response(self, timeout: float = 5.0) -> Response:
+        event = self.next_event(ResponseReceived, timeout=timeout)
+        assert isinstance(event, ResponseReceived)
+        return event.response
+
+    def next_request(self, timeout: float = 10.0) -> RequestReceived:
+        event = self.next_event(RequestReceived, timeout=timeout)
+        assert isinstance(event, RequestReceived)
+        return event
 
 
 @pytest.fixture(params=["UDP", "TCP"])
@@ -158,13 +197,14 @@ def transport_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def uac(transport_name: str) -> Iterator[Uac]:
-    client = Uac(transport_name)
+def uac(transport_name: str) -> Iterator[Endpoint]:
+    client = Endpoint(transport_name)
     yield client
     client.close()
 
 
-def test_options_answered_by_sipp(uac: Uac, tmp_path: Path) -> None:
+@requires_sipp
+def test_options_answered_by_sipp(uac: Endpoint, tmp_path: Path) -> None:
     # -aa: SIPp answers OPTIONS (and INFO, NOTIFY, UPDATE) with 200 outside its scenario.
     sipp, port = start_sipp(tmp_path, uac.name, "-aa")
     try:
@@ -179,7 +219,8 @@ def test_options_answered_by_sipp(uac: Uac, tmp_path: Path) -> None:
         sipp.kill()
 
 
-def test_invite_200_ack_bye_call_with_sipp(uac: Uac, tmp_path: Path) -> None:
+@requires_sipp
+def test_invite_200_ack_bye_call_with_sipp(uac: Endpoint, tmp_path: Path) -> None:
     sipp, port = start_sipp(tmp_path, uac.name, "-m", "1")
     try:
         target = f"sip:service@{LOOPBACK}:{port}"
@@ -219,3 +260,223 @@ def test_invite_200_ack_bye_call_with_sipp(uac: Uac, tmp_path: Path) -> None:
         assert sipp.wait(15) == 0, sipp.output()
     finally:
         sipp.kill()
+
+
+@requires_sipp
+def test_sipp_uac_calls_us_as_uas(uac: Endpoint, tmp_path: Path) -> None:
+    """SIPp's ``uac`` places one call to us: INVITE, our 180 and 200 (with an SDP answer), its
+    ACK, its BYE and our 200. Server transactions, UAS dialog and offer/answer together."""
+    ours = uac
+    sipp_port = free_port(
+        stdlib_socket.SOCK_DGRAM if ours.name == "UDP" else stdlib_socket.SOCK_STREAM
+    )
+    args = [
+        "sipp", "-sn", "uac", f"{LOOPBACK}:{ours.port}", "-i", LOOPBACK, "-p", str(sipp_port),
+        "-m", "1", "-d", "100", "-nostdin", "-timeout", "20s",
+    ]  # fmt: skip
+    if ours.name == "TCP":
+        args += ["-t", "t1"]
+    sipp = SippProcess(args, tmp_path)
+    try:
+        received = ours.next_request()
+        invite = received.request
+        assert invite.method == "INVITE", sipp.output()
+        offer = parse_sdp(invite.body)
+        answer = build_answer(offer, LocalMedia(address=LOOPBACK, audio_port=40002))
+        assert isinstance(answer, Answer), answer
+        assert answer.streams[0].codec.encoding == "PCMU"
+
+        tag = generate_tag()
+        contact = f"<sip:uas@{ours.host}:{ours.port}>"
+        ours.runner.respond(received.transaction, make_response(invite, 180, to_tag=tag))
+        ok = make_response(invite, 200, to_tag=tag)
+        ok.headers.add("Contact", contact)
+        ok.headers.add("Content-Type", "application/sdp")
+        ok.body = answer.sdp.to_bytes()
+        ours.runner.respond(received.transaction, ok)
+        dialog = Dialog.create_uas(invite, ok, transport=ours.name)
+
+        ack = ours.next_event(AckReceived)
+        assert isinstance(ack, AckReceived)
+        assert dialog.matches_request(ack.request)
+        assert dialog.receive_request(ack.request) is None
+
+        bye = ours.next_request()
+        assert bye.request.method == "BYE"
+        assert dialog.matches_request(bye.request)
+        assert dialog.receive_request(bye.request) is None
+        ours.runner.respond(bye.transaction, make_response(bye.request, 200))
+        assert dialog.terminated
+        assert sipp.wait(15) == 0, sipp.output()
+    finally:
+        sipp.kill()
+
+
+# -- transport adapters on loopback, no SIPp --------------------------------------------------
+
+OPTIONS = (
+    b"OPTIONS sip:probe@127.0.0.1 SIP/2.0\r\n"
+    b"Via: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bK-loop-1\r\n"
+    b"From: <sip:a@127.0.0.1>;tag=1\r\n"
+    b"To: <sip:probe@127.0.0.1>\r\n"
+    b"Call-ID: loop-1\r\n"
+    b"CSeq: 1 OPTIONS\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+
+
+class Collector:
+    """An ``on_message``/``on_parse_error`` pair that queues what the transport delivers."""
+
+    def __init__(self) -> None:
+        self.messages: Queue[tuple[Message, tuple[str, int]]] = Queue()
+        self.errors: Queue[SipParseError] = Queue()
+
+    def on_message(self, message: Message, source: tuple[str, int], _: SipTransport) -> None:
+        self.messages.put((message, source))
+
+    def on_parse_error(
+        self, error: SipParseError, data: bytes, source: tuple[str, int], _: SipTransport
+    ) -> None:
+        self.errors.put(error)
+
+
+@pytest.fixture
+def tcp_pair() -> Iterator[tuple[TcpTransport, Collector, TcpTransport, Collector]]:
+    left_collector, right_collector = Collector(), Collector()
+    left = TcpTransport(LOOPBACK, 0, left_collector.on_message).start()
+    right = TcpTransport(
+        LOOPBACK, 0, right_collector.on_message, on_parse_error=right_collector.on_parse_error
+    ).start()
+    yield left, left_collector, right, right_collector
+    left.close()
+    right.close()
+
+
+def test_tcp_reuses_the_connection_in_both_directions(
+    tcp_pair: tuple[TcpTransport, Collector, TcpTransport, Collector],
+) -> None:
+    left, left_collector, right, right_collector = tcp_pair
+    left.send(OPTIONS, right.local_address)
+    left.send(OPTIONS, right.local_address)
+    request, source = right_collector.messages.get(timeout=5)
+    right_collector.messages.get(timeout=5)
+    assert isinstance(request, Request)
+    assert len(left.connections) == 1  # the second send reused the first connection
+    # The answer goes back on the connection the request came in on (18.2.2).
+    right.send(make_response(request, 200).to_bytes(), source)
+    response, _ = left_collector.messages.get(timeout=5)
+    assert isinstance(response, Response) and response.status == 200
+    assert len(right.connections) == 1 and source in right.connections
+
+
+def test_tcp_framing_split_and_coalesced_messages(
+    tcp_pair: tuple[TcpTransport, Collector, TcpTransport, Collector],
+) -> None:
+    _, _, right, collector = tcp_pair
+    raw = gevent_socket.create_connection(right.local_address)
+    try:
+        raw.sendall(OPTIONS + OPTIONS[:40])
+        gevent.sleep(0.05)
+        raw.sendall(OPTIONS[40:])
+        first, _ = collector.messages.get(timeout=5)
+        second, _ = collector.messages.get(timeout=5)
+        assert isinstance(first, Request) and isinstance(second, Request)
+        # RFC 5626 CRLFCRLF ping: answered with a CRLF pong.
+        raw.sendall(b"\r\n\r\n")
+        raw.settimeout(5)
+        assert raw.recv(16) == b"\r\n"
+    finally:
+        raw.close()
+
+
+def test_tcp_lost_framing_reports_and_closes(
+    tcp_pair: tuple[TcpTransport, Collector, TcpTransport, Collector],
+) -> None:
+    _, _, right, collector = tcp_pair
+    raw = gevent_socket.create_connection(right.local_address)
+    try:
+        raw.sendall(OPTIONS.replace(b"Content-Length: 0\r\n", b""))
+        error = collector.errors.get(timeout=5)
+        assert error.fatal_for_stream
+        raw.settimeout(5)
+        assert raw.recv(16) == b""  # closed by the transport
+    finally:
+        raw.close()
+
+
+def test_tcp_idle_connections_are_closed() -> None:
+    collector = Collector()
+    transport = TcpTransport(LOOPBACK, 0, collector.on_message, idle_timeout=0.2).start()
+    raw = gevent_socket.create_connection(transport.local_address)
+    try:
+        raw.sendall(OPTIONS)
+        collector.messages.get(timeout=5)
+        assert len(transport.connections) == 1
+        raw.settimeout(5)
+        assert raw.recv(16) == b""
+        assert transport.connections == {}
+    finally:
+        raw.close()
+        transport.close()
+
+
+def test_udp_parse_errors_reported_and_keepalives_ignored() -> None:
+    collector = Collector()
+    transport = UdpTransport(
+        LOOPBACK, 0, collector.on_message, on_parse_error=collector.on_parse_error
+    ).start()
+    sender = gevent_socket.socket(gevent_socket.AF_INET, gevent_socket.SOCK_DGRAM)
+    sender.bind((LOOPBACK, 0))
+    try:
+        sender.sendto(b"\r\n\r\n", transport.local_address)
+        sender.sendto(b"NOT SIP AT ALL\r\n\r\n", transport.local_address)
+        sender.sendto(OPTIONS, transport.local_address)
+        error = collector.errors.get(timeout=5)
+        assert error.status_hint == 400
+        message, source = collector.messages.get(timeout=5)
+        assert isinstance(message, Request) and source == sender.getsockname()
+        assert collector.messages.empty() and collector.errors.empty()
+    finally:
+        sender.close()
+        transport.close()
+
+
+def test_runner_retransmits_over_udp_and_times_out() -> None:
+    endpoint = Endpoint("UDP", TimerConfig(t1=0.01, t2=0.04, t4=0.05))
+    silent = gevent_socket.socket(gevent_socket.AF_INET, gevent_socket.SOCK_DGRAM)
+    silent.bind((LOOPBACK, 0))
+    try:
+        target = silent.getsockname()
+        options = endpoint.new_request("OPTIONS", f"sip:nobody@{LOOPBACK}:{target[1]}")
+        endpoint.runner.send_request(options, target, "UDP")
+        event = endpoint.events.get(timeout=5)
+        assert isinstance(event, TransactionTimeout) and event.timer == "F"
+        silent.settimeout(0.5)
+        copies = 0
+        while True:
+            try:
+                data, _ = silent.recvfrom(65535)
+            except TimeoutError:
+                break
+            assert data == options.to_bytes()
+            copies += 1
+        # 64*T1 = 0.64 s with E at 0.01, 0.02, 0.04 then every 0.04 s: well over 10 sends.
+        assert copies > 10
+    finally:
+        silent.close()
+        endpoint.close()
+
+
+def test_runner_reports_tcp_connect_failure_as_transport_error() -> None:
+    endpoint = Endpoint("TCP")
+    try:
+        closed_port = free_port(stdlib_socket.SOCK_STREAM)
+        options = endpoint.new_request("OPTIONS", f"sip:nobody@{LOOPBACK}:{closed_port}")
+        endpoint.runner.send_request(options, (LOOPBACK, closed_port), "TCP")
+        event = endpoint.events.get(timeout=5)
+        assert isinstance(event, TransportError)
+        assert event.transaction.terminated
+    finally:
+        endpoint.close()
