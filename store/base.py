@@ -17,7 +17,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, Union
+from typing import IO, Any
 
 from store.errors import BadRequest, NotFound
 
@@ -37,9 +37,9 @@ __all__ = [
     "new_doc_id",
 ]
 
-Seq = Union[int, str]
+Seq = int | str
 # What put_attachment accepts: the bytes, a binary file object, or an iterable of chunks.
-AttachmentData = Union[bytes, bytearray, memoryview, IO[bytes], Iterable[bytes]]
+AttachmentData = bytes | bytearray | memoryview | IO[bytes] | Iterable[bytes]
 
 # CouchDB's rule for database names (system databases start with "_").
 _DB_NAME = re.compile(r"^[a-z][a-z0-9_$()+/-]*$")

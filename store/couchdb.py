@@ -354,7 +354,7 @@ class CouchDBStore(Store):
             bodies.append(body)
         rows = self._call("POST", f"{self._wire_db(db)}/_bulk_docs", json_body={"docs": bodies}, db=db)
         results = []
-        for body, row in zip(bodies, rows):
+        for body, row in zip(bodies, rows, strict=True):
             if "error" in row:
                 error = "conflict" if row["error"] == "conflict" else str(row["error"])
                 results.append(BulkResult(id=str(row.get("id", body["_id"])), error=error, reason=row.get("reason")))
@@ -536,12 +536,11 @@ class CouchDBStore(Store):
         # uploads) and so a retried request can send it again.
         with tempfile.TemporaryFile() as spool:
             read = getattr(data, "read", None)
-            if read is not None:
-                source: IO[bytes] = data  # type: ignore[assignment]
-                while chunk := source.read(_UPLOAD_CHUNK):
+            if callable(read):
+                while chunk := read(_UPLOAD_CHUNK):
                     spool.write(chunk)
             else:
-                for chunk in data:  # type: ignore[union-attr]
+                for chunk in data:
                     spool.write(bytes(chunk))
             size = spool.tell()
             spool.seek(0)

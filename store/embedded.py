@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from store import mango
 from store.base import (
@@ -49,7 +49,14 @@ from store.base import (
     check_doc_id,
     new_doc_id,
 )
-from store.errors import BadRequest, Conflict, DatabaseExists, NotFound, StoreError, StoreUnavailable
+from store.errors import (
+    BadRequest,
+    Conflict,
+    DatabaseExists,
+    NotFound,
+    StoreError,
+    StoreUnavailable,
+)
 
 __all__ = ["EmbeddedStore"]
 
@@ -801,12 +808,11 @@ def _iter_source(data: AttachmentData) -> Iterator[bytes]:
         yield bytes(data)
         return
     read = getattr(data, "read", None)
-    if read is not None:
-        source: IO[bytes] = data  # type: ignore[assignment]
-        while chunk := source.read(CHUNK_SIZE):
+    if callable(read):
+        while chunk := read(CHUNK_SIZE):
             yield chunk
         return
-    for chunk in data:  # type: ignore[union-attr]
+    for chunk in data:
         if not isinstance(chunk, (bytes, bytearray, memoryview)):
             raise BadRequest("attachment chunks must be bytes")
         yield bytes(chunk)

@@ -17,7 +17,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -120,7 +120,7 @@ def account_id_from_db(name: str) -> str:
 def modb_name(account: str, year: int | None = None, month: int | None = None) -> str:
     """The account's month database, ``account/ab/cd/<rest>-YYYYMM`` (this month by default)."""
     if year is None or month is None:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         year, month = now.year, now.month
     if not 1 <= month <= 12 or not 1970 <= year <= 9999:
         raise BadRequest(f"invalid month {year}-{month}")
@@ -155,7 +155,7 @@ def db_classification(name: str) -> str:
 def modb_doc_id(year: int | None = None, month: int | None = None) -> str:
     """``YYYYMM-<32 hex>``: MODB document ids sort by month."""
     if year is None or month is None:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         year, month = now.year, now.month
     return f"{year:04d}{month:02d}-{uuid.uuid4().hex}"
 
