@@ -37,6 +37,7 @@ from protocols.sip.transaction import (
     ServerTransaction,
     TransactionLayer,
 )
+from protocols.sip.validate import error_response
 
 __all__ = [
     "MessageHandler",
@@ -378,6 +379,18 @@ class TransactionRunner:
         """The adapters' ``on_message`` callback."""
         self.layer.receive(message, source, transport.name, self._clock())
         self.flush()
+
+    def on_parse_error(
+        self, error: SipParseError, data: bytes, source: Address, transport: SipTransport
+    ) -> None:
+        """The adapters' ``on_parse_error`` callback: a request that could be split far enough
+        is answered statelessly with the status the parser suggests (400, 413, 505, ...);
+        anything else (responses, garbage) is dropped."""
+        response = error_response(error)
+        if response is None:
+            log.debug("dropping unparsable message from %s: %s", source, error)
+            return
+        self.send_stateless(response, source, transport.name)
 
     def start(self) -> TransactionRunner:
         self._timer_greenlet = gevent.spawn(self._timer_loop)

@@ -136,10 +136,15 @@ class Endpoint:
         self.events: Queue[Event] = Queue()
         self.runner = TransactionRunner(TransactionLayer(timers), self.events.put)
         self.transport: SipTransport
+        on_message, on_parse_error = self.runner.on_message, self.runner.on_parse_error
         if transport_name == "UDP":
-            self.transport = UdpTransport(LOOPBACK, 0, self.runner.on_message).start()
+            self.transport = UdpTransport(
+                LOOPBACK, 0, on_message, on_parse_error=on_parse_error
+            ).start()
         else:
-            self.transport = TcpTransport(LOOPBACK, 0, self.runner.on_message).start()
+            self.transport = TcpTransport(
+                LOOPBACK, 0, on_message, on_parse_error=on_parse_error
+            ).start()
         self.runner.add_transport(self.transport)
         self.runner.start()
         self.host, self.port = self.transport.local_address
@@ -479,4 +484,22 @@ def test_runner_reports_tcp_connect_failure_as_transport_error() -> None:
         assert isinstance(event, TransportError)
         assert event.transaction.terminated
     finally:
+        endpoint.close()
+
+
+def test_runner_answers_a_broken_request_with_the_parser_status() -> None:
+    endpoint = Endpoint("UDP")
+    sender = gevent_socket.socket(gevent_socket.AF_INET, gevent_socket.SOCK_DGRAM)
+    sender.bind((LOOPBACK, 0))
+    try:
+        broken = OPTIONS.replace(b"CSeq: 1 OPTIONS", b"CSeq: one OPTIONS").replace(
+            b"SIP/2.0/TCP", b"SIP/2.0/UDP"
+        )
+        sender.sendto(broken, (endpoint.host, endpoint.port))
+        sender.settimeout(5)
+        data, _ = sender.recvfrom(65535)
+        assert data.startswith(b"SIP/2.0 400 ")
+        assert b"Call-ID: loop-1" in data
+    finally:
+        sender.close()
         endpoint.close()
