@@ -32,6 +32,7 @@ from mirliton.config import Config
 from mirliton.logs import configure_logging, set_process_context
 from mirliton.roles import resolve_roles, role_child_spec
 from mirliton.status import pid_alive, read_node_file, write_json_atomic
+from supervisors.actorsystem import keep_admin_attached, thespian_on_loopback
 from supervisors.core import SupervisorFlags
 from supervisors.process import (
     ChildReady,
@@ -49,7 +50,8 @@ log = logging.getLogger("mirliton.node")
 
 PR_SET_PDEATHSIG = 1
 ROOT_INTENSITY = (5, 30.0)
-START_TIMEOUT = 120.0  # root supervisor restarts allowed per period before giving up
+START_TIMEOUT = 120.0
+ROOT_GLOBAL_NAME = "mirliton-root"  # root supervisor restarts allowed per period before giving up
 
 
 class NodeAlreadyRunning(RuntimeError):
@@ -70,51 +72,6 @@ def _after_fork_in_child() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != _fork_parent:  # the parent died before prctl took effect
         os._exit(1)
-
-
-def _keep_admin_attached() -> None:
-    """Make Thespian's admin a plain child of the node process instead of a daemon.
-
-    Thespian daemonizes its admin (setsid + double fork) so that it outlives the process that
-    started it; a node must not: its admin and every actor below it must die with the node,
-    or a ``kill -9`` of the node leaves orphans. The admin's start function is wrapped so that
-    its one daemonizing fork returns "child" without forking and setsid does nothing; the
-    admin then stays our child and PR_SET_PDEATHSIG covers it.
-    """
-    from thespian.system import multiprocCommon
-
-    original = multiprocCommon.startAdmin
-    if getattr(original, "_mirliton_attached", False):
-        return
-
-    def start_admin_attached(*args: Any) -> Any:
-        real_fork, real_setsid = os.fork, os.setsid
-
-        def fork_once() -> int:
-            os.fork = real_fork
-            return 0
-
-        os.fork = fork_once
-        os.setsid = lambda: None  # type: ignore[assignment,return-value]
-        try:
-            return original(*args)
-        finally:
-            os.fork, os.setsid = real_fork, real_setsid
-
-    start_admin_attached._mirliton_attached = True  # type: ignore[attr-defined]
-    multiprocCommon.startAdmin = start_admin_attached
-
-
-def _thespian_on_loopback() -> None:
-    """Thespian binds actor sockets to every interface; a node's processes talk to each other
-    only on this machine (nodes talk over the bus), so bind them to loopback."""
-    from thespian.system.transport.IPBase import IPActorAddress
-
-    def loopback_bind_args(self: Any) -> tuple[tuple[str, int]]:
-        host, port = self.bindname[0], self.bindname[1]
-        return ((host if host not in ("", "0.0.0.0") else "127.0.0.1", port),)
-
-    IPActorAddress.bindArgs = property(loopback_bind_args)
 
 
 def _free_port() -> int:
@@ -148,8 +105,8 @@ class Node:
         for sub in ("tree", "exit"):
             _wipe(self.run_dir / sub)
         os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
-        _keep_admin_attached()
-        _thespian_on_loopback()
+        keep_admin_attached()
+        thespian_on_loopback()
         self.roles = resolve_roles(cfg)
         self.admin_port = _free_port()
         self.info = {
@@ -179,7 +136,9 @@ class Node:
         cfg = self.cfg
         flags = SupervisorFlags("one_for_one", cfg.supervision.intensity, cfg.supervision.period)
         specs = [role_child_spec(rid, path, cfg) for rid, path in self.roles]
-        self.root = self.asys.createActor("supervisors.process.ProcessSupervisor")
+        # A global name lets operators' tools reach the root through the node's admin port.
+        self.root = self.asys.createActor("supervisors.process.ProcessSupervisor",
+                                          globalName=ROOT_GLOBAL_NAME)
         self.asys.tell(self.root, InitChild("root", (flags, specs), "root", str(self.run_dir)))
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:

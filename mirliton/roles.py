@@ -57,12 +57,16 @@ def resolve_roles(cfg: Config) -> list[tuple[str, str]]:
 
 
 def role_child_spec(role_id: str, cls_path: str, cfg: Config) -> ChildSpec:
+    from supervisors.process import ProcessSupervisor, load_class
+
+    # A role may be a group of processes under its own supervisor (e.g. call shards).
+    is_group = issubclass(load_class(cls_path), ProcessSupervisor)
     return ChildSpec(
         id=role_id,
         start=ProcessChild(cls_path, {"config": cfg.model_dump(mode="json")}),
         restart="permanent",
-        shutdown=10.0,
-        type="worker",
+        shutdown="infinity" if is_group else 10.0,
+        type="supervisor" if is_group else "worker",
     )
 
 

@@ -278,8 +278,14 @@ class ProcessSupervisor(ProcessActor):
     Its ``InitChild.args`` are ``(SupervisorFlags, [ChildSpec with ProcessChild start])``.
     """
 
-    def init_process(self, args: Any) -> None:
+    def supervision(self, args: Any) -> tuple[SupervisorFlags, list[ChildSpec]]:
+        """Flags and child specs. Args are ``(flags, specs)``; a subclass (a role that is a
+        group of processes) may build them from its own args instead."""
         flags, specs = args
+        return flags, list(specs)
+
+    def init_process(self, args: Any) -> None:
+        flags, specs = self.supervision(args)
         if not isinstance(flags, SupervisorFlags):
             raise TypeError("ProcessSupervisor args are (SupervisorFlags, [ChildSpec])")
         for spec in specs:
@@ -408,6 +414,8 @@ class ProcessSupervisor(ProcessActor):
             return
         running = st.addresses.pop(key)
         reason = read_exit_reason(self.run_dir, running.pid)
+        if running.pid:
+            _mark_metrics_dead(running.pid)
         aw = st.awaiting
         if aw is not None and aw.address == address:
             st.awaiting = None
@@ -500,7 +508,7 @@ class ProcessSupervisor(ProcessActor):
         op, args = msg.op, msg.args
         try:
             if op == "which_children":
-                self.send(sender, SupervisorOpResult(True, self._children_info()))
+                self.send(sender, SupervisorOpResult(True, self._children_info(True)))
             elif op == "count_children":
                 self.send(sender, SupervisorOpResult(True, core.counts()))
             elif op == "start_child":
@@ -536,11 +544,11 @@ class ProcessSupervisor(ProcessActor):
             return
         self._pump()
 
-    def _children_info(self) -> list[dict[str, Any]]:
+    def _children_info(self, with_address: bool = False) -> list[dict[str, Any]]:
         out = []
         for c in self.state.core.children:
             running = self.state.addresses.get(c.key)
-            out.append({
+            entry = {
                 "id": c.key,
                 "kind": "supervisor" if c.spec.type == "supervisor" else "process",
                 "pid": running.pid if running and c.running else None,
@@ -548,7 +556,11 @@ class ProcessSupervisor(ProcessActor):
                 "restarts": c.restarts,
                 "restart": c.spec.restart,
                 "last_exit": describe_reason(c.last_exit) or None,
-            })
+            }
+            if with_address:
+                # Thespian addresses travel in replies to SupervisorOp, never in JSON.
+                entry["address"] = running.address if running and c.running else None
+            out.append(entry)
         return out
 
     def _write_tree(self, state: str = "running") -> None:
@@ -565,6 +577,14 @@ class ProcessSupervisor(ProcessActor):
             "state": "stopping" if self.state.stopping else state,
             "children": self._children_info(),
         })
+
+
+def _mark_metrics_dead(pid: int) -> None:
+    # Live gauges of a dead process must not be summed any more (prometheus multiprocess).
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
 
 
 def _kill(pid: int, sig: int) -> None:
