@@ -1,12 +1,17 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from protocols.sdp import (
     Attribute,
     Connection,
+    MediaDescription,
+    Origin,
     RtpMap,
     SdpParseError,
+    SessionDescription,
     parse_sdp,
     try_parse_sdp,
 )
@@ -144,3 +149,56 @@ def test_parse_error_carries_line_number() -> None:
 def test_rejected_stream_needs_no_connection() -> None:
     sdp = parse_sdp("v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=x\r\nt=0 0\r\nm=video 0 RTP/AVP 31\r\n")
     assert sdp.media[0].is_rejected
+
+
+# -- property: whatever we build serializes to something that parses back to it -------------
+
+_token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
+_address = st.builds(
+    lambda a, b, c, d: f"{a}.{b}.{c}.{d}", *(st.integers(0, 255) for _ in range(4))
+)
+_attribute = st.builds(
+    Attribute,
+    _token,
+    st.one_of(st.none(), st.text(alphabet="abcdefghij0123456789 /:=-", max_size=20)),
+)
+
+
+@st.composite
+def _media(draw: st.DrawFn) -> MediaDescription:
+    payloads = draw(st.lists(st.integers(0, 127), min_size=1, max_size=5, unique=True))
+    attributes = [Attribute("rtpmap", f"{pt} X{pt}/8000") for pt in payloads if pt >= 96]
+    attributes += draw(st.lists(_attribute, max_size=4))
+    return MediaDescription(
+        media=draw(st.sampled_from(["audio", "video", "application"])),
+        port=draw(st.integers(0, 65535)),
+        proto=draw(st.sampled_from(["RTP/AVP", "RTP/SAVP", "UDP/TLS/RTP/SAVPF"])),
+        formats=tuple(str(pt) for pt in payloads),
+        connection=draw(st.one_of(st.none(), st.builds(Connection, _address))),
+        attributes=tuple(attributes),
+    )
+
+
+@given(
+    origin=st.builds(
+        Origin,
+        username=_token,
+        session_id=st.integers(0, 2**63).map(str),
+        session_version=st.integers(0, 2**63),
+        address=_address,
+    ),
+    connection=_address,
+    attributes=st.lists(_attribute, max_size=4),
+    media=st.lists(_media(), max_size=4),
+)
+def test_serialize_then_parse_is_identity(
+    origin: Origin, connection: str, attributes: list[Attribute], media: list[MediaDescription]
+) -> None:
+    sdp = SessionDescription(
+        origin=origin,
+        session_name="-",
+        connection=Connection(connection),
+        attributes=tuple(attributes),
+        media=tuple(media),
+    )
+    assert parse_sdp(sdp.to_bytes()) == sdp

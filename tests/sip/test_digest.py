@@ -3,6 +3,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from protocols.sip.digest import (
     DigestChallenge,
@@ -372,3 +374,24 @@ def test_client_picks_first_supported_challenge_and_counts() -> None:
         assert digest_server.verify(
             credentials, method="REGISTER", now=NOW, password="secret1000"
         ).ok
+
+
+_text = st.text(
+    alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=24
+)
+
+
+@given(username=_text, realm=_text, password=_text, uri=_text)
+def test_any_credentials_round_trip_and_verify(
+    username: str, realm: str, password: str, uri: str
+) -> None:
+    digest_server = DigestServer(SECRET)
+    challenge = digest_server.challenges(realm, NOW)[0]
+    parsed_challenge = DigestChallenge.parse(challenge.to_header_value())
+    assert parsed_challenge.realm == realm
+    credentials = answer_challenge(
+        parsed_challenge, method="INVITE", uri=uri, username=username, password=password
+    )
+    header = credentials.to_header_value()
+    assert DigestCredentials.parse(header) == credentials
+    assert digest_server.verify(header, method="INVITE", now=NOW, password=password).ok
