@@ -82,8 +82,20 @@ def child(url: str, data_dir: str, role: str, key: str, count: int) -> None:
 class Child:
     def __init__(self, url: str, data_dir: str, role: str, key: str, count: int) -> None:
         self.process = gevent.subprocess.Popen(
-            [sys.executable, __file__, "--child", role, "--url", url, "--data-dir", data_dir,
-             "--key", key, "--messages", str(count)],
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                role,
+                "--url",
+                url,
+                "--data-dir",
+                data_dir,
+                "--key",
+                key,
+                "--messages",
+                str(count),
+            ],
             stdin=gevent.subprocess.PIPE,
             stdout=gevent.subprocess.PIPE,
             text=True,

@@ -70,7 +70,5 @@ def connect(
     if url.startswith(("amqp://", "amqps://")):
         from bus.amqp import AmqpBus
 
-        return AmqpBus(
-            url, node=node, connect_timeout=connect_timeout, buffer_limit=buffer_limit
-        )
+        return AmqpBus(url, node=node, connect_timeout=connect_timeout, buffer_limit=buffer_limit)
     raise BusError(f"unknown bus url {url!r}: expected 'local' or 'amqp://user:pass@host/vhost'")

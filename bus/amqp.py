@@ -41,7 +41,7 @@ from pika.adapters.gevent_connection import GeventConnection
 from bus import metrics
 from bus.errors import BusError, PublishNotConfirmed
 from bus.routing import ExchangeType
-from bus.transport import Bus, Consumer
+from bus.transport import Binding, Bus, Consumer
 
 __all__ = ["AmqpBus"]
 
@@ -149,13 +149,15 @@ class AmqpBus(Bus):
             on_open_error_callback=on_open_error,
             on_close_callback=self._on_connection_closed,
         )
-        opened.get(timeout=_SETUP_TIMEOUT)
+        connection = opened.get(timeout=_SETUP_TIMEOUT)
         self._generation += 1
         generation = self._generation
-        channel = self._wait(lambda done: self._connection.channel(on_open_callback=done))
+        channel = self._wait(lambda done: connection.channel(on_open_callback=done))
         channel.add_on_close_callback(functools.partial(self._on_channel_closed, generation))
-        confirm_channel = self._wait(lambda done: self._connection.channel(on_open_callback=done))
-        confirm_channel.add_on_close_callback(functools.partial(self._on_channel_closed, generation))
+        confirm_channel = self._wait(lambda done: connection.channel(on_open_callback=done))
+        confirm_channel.add_on_close_callback(
+            functools.partial(self._on_channel_closed, generation)
+        )
         self._wait(lambda done: confirm_channel.confirm_delivery(self._on_confirm, callback=done))
         confirm_channel.add_on_return_callback(functools.partial(self._on_return, generation))
         self._wait(lambda done: channel.basic_qos(prefetch_count=_PREFETCH, callback=done))
@@ -207,11 +209,7 @@ class AmqpBus(Bus):
             )
         )
         for binding in consumer.bindings:
-            self._wait(
-                lambda done, b=binding: channel.queue_bind(
-                    consumer.queue, b.exchange, routing_key=b.routing_key, callback=done
-                )
-            )
+            self._bind(channel, consumer.queue, binding)
         on_message = functools.partial(self._on_message, consumer, generation)
         result: gevent.event.AsyncResult = gevent.event.AsyncResult()
         tag = channel.basic_consume(
@@ -224,6 +222,13 @@ class AmqpBus(Bus):
         if not result.ready():
             raise _ConnectionLost("connection lost while starting a consumer")
         self._consumer_tags[id(consumer)] = tag
+
+    def _bind(self, channel: Any, queue: str, binding: Binding) -> None:
+        self._wait(
+            lambda done: channel.queue_bind(
+                queue, binding.exchange, routing_key=binding.routing_key, callback=done
+            )
+        )
 
     def _abandon_connection(self) -> None:
         connection, self._connection = self._connection, None

@@ -142,7 +142,9 @@ class ListenerActor(Actor):
     ) -> None:
         self.bus = bus
         self._bindings = tuple(bindings if bindings is not None else type(self).bindings)
-        self._responder_specs = dict(responders if responders is not None else type(self).responders)
+        self._responder_specs = dict(
+            responders if responders is not None else type(self).responders
+        )
         self._queue = queue if queue is not None else type(self).queue
         self._durable = durable if durable is not None else type(self).durable
         self._targeted_flag = targeted if targeted is not None else type(self).targeted

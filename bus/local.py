@@ -46,7 +46,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gevent
 import gevent.event
@@ -146,7 +146,7 @@ class _Registry:
             exchanges = self._db.execute("SELECT name, type FROM exchanges").fetchall()
             return bindings, exchanges
 
-        return self._retry(read)  # type: ignore[no-any-return]
+        return self._retry(read)
 
     def owners(self) -> list[str]:
         rows = self._retry(
@@ -312,15 +312,16 @@ class LocalBus(Bus):
             return
         bindings, exchanges = self._registry.load()
         for name, kind in exchanges:
-            self._exchanges.setdefault(name, kind)
+            if kind in ("direct", "topic", "fanout"):
+                self._exchanges.setdefault(name, cast(ExchangeType, kind))
         direct: dict[str, dict[str, list[tuple[str, str]]]] = {}
         patterns: dict[str, list[tuple[Callable[[str], bool] | None, str, str]]] = {}
         matchers: dict[str, Callable[[str], bool]] = {}
         for owner, queue, exchange, routing_key in bindings:
-            kind = self._exchanges.get(exchange)
-            if kind == DIRECT:
+            exchange_kind = self._exchanges.get(exchange)
+            if exchange_kind == DIRECT:
                 direct.setdefault(exchange, {}).setdefault(routing_key, []).append((queue, owner))
-            elif kind == FANOUT:
+            elif exchange_kind == FANOUT:
                 patterns.setdefault(exchange, []).append((None, queue, owner))
             else:
                 matcher = matchers.get(routing_key)

@@ -96,8 +96,10 @@ def _type_name(expected: FieldType) -> str:
 
 def _check_type(msg_type: str | None, key: str, value: Any, expected: FieldType) -> None:
     # bool is an int in Python; a JSON true where a number is expected is still an error.
-    if isinstance(value, bool) and expected is not bool and not (
-        isinstance(expected, tuple) and bool in expected
+    if (
+        isinstance(value, bool)
+        and expected is not bool
+        and not (isinstance(expected, tuple) and bool in expected)
     ):
         raise BusValidationError(key, f"expected {_type_name(expected)}, got bool", msg_type)
     if not isinstance(value, expected):
@@ -151,9 +153,7 @@ class MessageType:
         if self.application is not None:
             known = (*known, "Application-Name")
         # snake_case keyword -> Title-Case-Dashed field, e.g. call_id -> Call-ID.
-        object.__setattr__(
-            self, "_by_keyword", {k.replace("-", "").lower(): k for k in known}
-        )
+        object.__setattr__(self, "_by_keyword", {k.replace("-", "").lower(): k for k in known})
 
     def __repr__(self) -> str:
         return f"<MessageType {self.name} {self.category}/{self.event} on {self.exchange}>"

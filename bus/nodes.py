@@ -8,9 +8,10 @@ The node runs one :class:`NodesService` (in one of its processes):
                            snapshot_path=data_dir / "nodes.json").start()
     service.snapshot()        # [{"name": ..., "roles": [...], "expires_at": ..., ...}, ...]
 
-``snapshot_path`` keeps the current list in a JSON file (rewritten atomically at each
-heartbeat and whenever the list changes) so that another process - ``mirliton status`` -
-reads it with :func:`read_snapshot` without joining the bus.
+``snapshot_path`` keeps the current list in a JSON file, rewritten atomically whenever an
+advertise arrives and when a node expires (checked every second, as kz_nodes does), so that
+another process - ``mirliton status`` - reads it with :func:`read_snapshot` without joining
+the bus. Each entry carries ``expires_at`` (wall clock) for readers that filter themselves.
 """
 
 from __future__ import annotations
@@ -171,18 +172,21 @@ class NodesService:
         self._load = load or default_load
         self._consumer: Consumer | None = None
         self._ticker: gevent.Greenlet | None = None
+        self._expiry_checker: gevent.Greenlet | None = None
         self._known: set[str] = set()
 
     def start(self) -> NodesService:
         self._consumer = self.bus.consume([Binding("nodes", "#")], self._on_advertise)
         self.advertise()
         self._ticker = gevent.spawn(self._tick)
+        self._expiry_checker = gevent.spawn(self._check_expiry)
         return self
 
     def stop(self) -> None:
-        if self._ticker is not None:
-            self._ticker.kill(block=False)
-            self._ticker = None
+        for greenlet in (self._ticker, self._expiry_checker):
+            if greenlet is not None:
+                greenlet.kill(block=False)
+        self._ticker = self._expiry_checker = None
         if self._consumer is not None:
             self._consumer.cancel()
             self._consumer = None
@@ -222,8 +226,7 @@ class NodesService:
         if msg.get("Event-Name") != "advertise":
             return
         self.registry.update(msg)
-        if msg["Node"] not in self._known:
-            self._write_snapshot()
+        self._write_snapshot()
 
     def _tick(self) -> None:
         while True:
@@ -232,7 +235,12 @@ class NodesService:
                 self.advertise()
             except Exception:  # noqa: BLE001 - keep beating; the bus reconnects on its own
                 log.warning("node advertise failed", exc_info=True)
-            self._write_snapshot()
+
+    def _check_expiry(self) -> None:
+        while True:
+            gevent.sleep(1.0)
+            if {record.name for record in self.registry.nodes()} != self._known:
+                self._write_snapshot()
 
     def _write_snapshot(self) -> None:
         snapshot = self.snapshot()

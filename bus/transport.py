@@ -303,7 +303,9 @@ class Bus(ABC):
             exchange = msg_type.exchange
         if routing_key is None:
             if msg_type is None:
-                raise BusValidationError("<routing-key>", "undeclared message type: pass routing_key=")
+                raise BusValidationError(
+                    "<routing-key>", "undeclared message type: pass routing_key="
+                )
             routing_key = msg_type.route(msg)
         if exchange not in self._exchanges and not self._knows_exchange(exchange):
             raise BusError(f"exchange {exchange!r} is not declared")
@@ -524,7 +526,9 @@ class Bus(ABC):
             return
         # A reply that came after its request gave up, or nobody here wants it.
         metrics.DROPPED.labels("unmatched_reply").inc()
-        log.debug("dropped targeted %s/%s %s", msg["Event-Category"], msg["Event-Name"], correlation)
+        log.debug(
+            "dropped targeted %s/%s %s", msg["Event-Category"], msg["Event-Name"], correlation
+        )
 
     @abstractmethod
     def _send(
@@ -547,7 +551,7 @@ class Bus(ABC):
         """Whether another process declared exchange ``name`` (the registry may know)."""
         return False
 
-    def _release_after_fork(self) -> None:
+    def _release_after_fork(self) -> None:  # noqa: B027 - optional hook, nothing by default
         """In the child of a fork: drop inherited resources without touching the parent's."""
 
 

@@ -112,7 +112,9 @@ class Peer:
         assert line, f"peer exited with {self.process.poll()}"
         return json.loads(line)  # type: ignore[no-any-return]
 
-    def read_until(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10) -> list[dict[str, Any]]:
+    def read_until(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10
+    ) -> list[dict[str, Any]]:
         """Lines up to and including the first one matching ``predicate``."""
         lines = []
         while True:

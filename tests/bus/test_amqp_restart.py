@@ -42,8 +42,10 @@ def test_confirmed_messages_survive_a_broker_restart(amqp_url: str) -> None:
     received: list[int] = []
     subscriber.consume(
         [Binding("callevt", "call.CHANNEL_DESTROY.*")],
-        lambda msg, _d: msg["Call-ID"].startswith(unique)
-        and received.append(int(msg["Call-ID"].rsplit("-", 1)[1])),
+        lambda msg, _d: (
+            msg["Call-ID"].startswith(unique)
+            and received.append(int(msg["Call-ID"].rsplit("-", 1)[1]))
+        ),
         queue=f"cdr-{unique}",
         durable=True,
     )
@@ -113,8 +115,15 @@ def test_plain_publishes_are_buffered_while_disconnected(amqp_url: str) -> None:
     try:
         _rabbitmqctl("stop_app")
         assert _wait_for(lambda: not publisher.connected, 10)
-        for name in ("CHANNEL_CREATE", "CHANNEL_PROGRESS", "CHANNEL_ANSWER", "CHANNEL_BRIDGE",
-                     "CHANNEL_UNBRIDGE", "CHANNEL_HOLD", "CHANNEL_DESTROY"):
+        for name in (
+            "CHANNEL_CREATE",
+            "CHANNEL_PROGRESS",
+            "CHANNEL_ANSWER",
+            "CHANNEL_BRIDGE",
+            "CHANNEL_UNBRIDGE",
+            "CHANNEL_HOLD",
+            "CHANNEL_DESTROY",
+        ):
             fields = {"Other-Leg-Call-ID": "b"} if name == "CHANNEL_BRIDGE" else {}
             publisher.publish(call.call_event[name].build(fields, call_id=unique))
         assert metrics.BUFFERED._value.get() == 5
@@ -124,7 +133,11 @@ def test_plain_publishes_are_buffered_while_disconnected(amqp_url: str) -> None:
     # The two oldest were dropped (bounded buffer), the rest went out in order.
     assert _wait_for(lambda: len(received) >= 5, 20)
     assert received == [
-        "CHANNEL_ANSWER", "CHANNEL_BRIDGE", "CHANNEL_UNBRIDGE", "CHANNEL_HOLD", "CHANNEL_DESTROY"
+        "CHANNEL_ANSWER",
+        "CHANNEL_BRIDGE",
+        "CHANNEL_UNBRIDGE",
+        "CHANNEL_HOLD",
+        "CHANNEL_DESTROY",
     ]
     assert metrics.DROPPED.labels("buffer_full")._value.get() == dropped_before + 2
     assert metrics.BUFFERED._value.get() == 0

@@ -28,7 +28,9 @@ def _received_keys(lines: list[dict[str, Any]]) -> list[str]:
     return [line["routing_key"] for line in lines if "msg" in line]
 
 
-def test_topic_wildcards_across_processes(make_bus: Callable[..., Bus], spawn_peer: Spawn, unique: str) -> None:
+def test_topic_wildcards_across_processes(
+    make_bus: Callable[..., Bus], spawn_peer: Spawn, unique: str
+) -> None:
     mine, other = f"call-{unique}.a", f"other-{unique}"
     peer = spawn_peer(
         {
@@ -50,7 +52,11 @@ def test_topic_wildcards_across_processes(make_bus: Callable[..., Bus], spawn_pe
     bus.publish(registration.reg_flush.build(realm=unique))  # registration.flush.<u>: # = 1 word
     bus.publish(
         registration.reg_success.build(
-            contact="sip:a@b", event_timestamp=1, expires=60, realm="r.example", username=f"{unique}-x"
+            contact="sip:a@b",
+            event_timestamp=1,
+            expires=60,
+            realm="r.example",
+            username=f"{unique}-x",
         )
     )  # registration.success.r%2Eexample.<u>-x matches the "*" binding
     bus.publish(
@@ -88,8 +94,12 @@ def test_direct_and_fanout(make_bus: Callable[..., Bus], unique: str) -> None:
     a, b, publisher = make_bus("a"), make_bus("b"), make_bus("p")
     got_a: list[dict[str, Any]] = []
     got_b: list[dict[str, Any]] = []
-    a.consume([Binding("callctl", f"ctl-{unique}-a"), Binding("nodes")], lambda m, d: got_a.append(m))
-    b.consume([Binding("callctl", f"ctl-{unique}-b"), Binding("nodes")], lambda m, d: got_b.append(m))
+    a.consume(
+        [Binding("callctl", f"ctl-{unique}-a"), Binding("nodes")], lambda m, d: got_a.append(m)
+    )
+    b.consume(
+        [Binding("callctl", f"ctl-{unique}-b"), Binding("nodes")], lambda m, d: got_b.append(m)
+    )
     publisher.publish(dialplan.answer.build(call_id=unique), routing_key=f"ctl-{unique}-a")
     publisher.publish(
         dialplan.play.build(call_id=unique, media_name="tone", insert_at="now"),
@@ -109,7 +119,11 @@ def test_direct_and_fanout(make_bus: Callable[..., Bus], unique: str) -> None:
     )
 
     def mine(got: list[dict[str, Any]]) -> list[str]:
-        return [m.get("Application-Name") or m["Event-Name"] for m in got if m.get("Call-ID") == unique or m.get("Node") == f"fanout-{unique}"]
+        return [
+            m.get("Application-Name") or m["Event-Name"]
+            for m in got
+            if m.get("Call-ID") == unique or m.get("Node") == f"fanout-{unique}"
+        ]
 
     _wait_for(lambda: len(mine(got_a)) >= 2 and len(mine(got_b)) >= 2)
     gevent.sleep(0.1)
@@ -147,7 +161,11 @@ def test_named_queue_is_shared_across_processes(
 
 def _authn_request(realm: str, user: str = "alice") -> dict[str, Any]:
     return authn.authn_req.build(
-        method="REGISTER", auth_realm=realm, auth_user=user, From=f"sip:{user}@{realm}", to=f"sip:{user}@{realm}"
+        method="REGISTER",
+        auth_realm=realm,
+        auth_user=user,
+        From=f"sip:{user}@{realm}",
+        to=f"sip:{user}@{realm}",
     )
 
 
@@ -155,7 +173,9 @@ def test_targeted_request_response_across_processes(
     make_bus: Callable[..., Bus], spawn_peer: Spawn, unique: str
 ) -> None:
     realm = f"{unique}.example.com"
-    spawn_peer({"role": "respond", "bindings": [["callmgr", f"authn.req.{realm.replace('.', '%2E')}"]]})
+    spawn_peer(
+        {"role": "respond", "bindings": [["callmgr", f"authn.req.{realm.replace('.', '%2E')}"]]}
+    )
     bus = make_bus()
     request = _authn_request(realm)
     reply = bus.request(request, timeout=5)
@@ -186,7 +206,9 @@ def test_late_reply_never_reaches_a_later_request(
 ) -> None:
     realm = f"late-{unique}"
     # The responder answers its first request after 0.8 s, the next ones at once.
-    spawn_peer({"role": "respond", "bindings": [["callmgr", f"authn.req.{realm}"]], "delays": [0.8]})
+    spawn_peer(
+        {"role": "respond", "bindings": [["callmgr", f"authn.req.{realm}"]], "delays": [0.8]}
+    )
     bus = make_bus()
     with pytest.raises(RequestTimeout):
         bus.request(_authn_request(realm, "first"), timeout=0.3)
@@ -272,15 +294,15 @@ def test_validation_on_publish(make_bus: Callable[..., Bus]) -> None:
     assert raised.value.field == "App-Name"
 
 
-def test_validation_on_receive(make_bus: Callable[..., Bus], spawn_peer: Spawn, unique: str) -> None:
+def test_validation_on_receive(
+    make_bus: Callable[..., Bus], spawn_peer: Spawn, unique: str
+) -> None:
     peer = spawn_peer({"role": "subscribe", "bindings": [["callevt", f"call.*.{unique}"]]})
     bus = make_bus()
     invalid = _event("CHANNEL_EXECUTE_COMPLETE", unique, application_name="play")
     del invalid["Application-Name"]
     bus.publish(invalid, validate=False)
-    bus.publish(
-        {**_event("CHANNEL_CREATE", unique), "Billing-Seconds": "ten"}, validate=False
-    )
+    bus.publish({**_event("CHANNEL_CREATE", unique), "Billing-Seconds": "ten"}, validate=False)
     bus.publish(_event("CHANNEL_ANSWER", unique))
     lines = peer.read_until(lambda line: "msg" in line)
     assert [line.get("invalid") for line in lines] == ["Application-Name", "Billing-Seconds", None]

@@ -23,7 +23,9 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         gevent.sleep(0.01)
 
 
-def test_listener_dispatches_by_category_and_name(make_bus: Callable[..., Bus], unique: str) -> None:
+def test_listener_dispatches_by_category_and_name(
+    make_bus: Callable[..., Bus], unique: str
+) -> None:
     listening, publisher = make_bus("l"), make_bus("p")
     seen: list[tuple[str, str]] = []
     listener = Listener(
@@ -63,7 +65,9 @@ class RouteResponder(ListenerActor):
         self.wins.append(msg)
 
 
-def test_listener_actor_request_response_and_targeted(make_bus: Callable[..., Bus], unique: str) -> None:
+def test_listener_actor_request_response_and_targeted(
+    make_bus: Callable[..., Bus], unique: str
+) -> None:
     app, call_control = make_bus("app"), make_bus("ecallmgr")
     wins: list[Message] = []
     ref = spawn(RouteResponder(app, unique, wins))
@@ -109,7 +113,9 @@ def test_a_responder_exception_crashes_the_actor(make_bus: Callable[..., Bus], u
     monitor.stop()
 
 
-def test_bus_message_is_what_the_mailbox_receives(make_bus: Callable[..., Bus], unique: str) -> None:
+def test_bus_message_is_what_the_mailbox_receives(
+    make_bus: Callable[..., Bus], unique: str
+) -> None:
     app, other = make_bus("app"), make_bus("other")
     got: list[BusMessage] = []
 
@@ -131,7 +137,9 @@ def test_bus_message_is_what_the_mailbox_receives(make_bus: Callable[..., Bus], 
 
 
 @pytest.mark.parametrize("brutal", [False, True])
-def test_stopped_actor_stops_consuming(make_bus: Callable[..., Bus], unique: str, brutal: bool) -> None:
+def test_stopped_actor_stops_consuming(
+    make_bus: Callable[..., Bus], unique: str, brutal: bool
+) -> None:
     app, other = make_bus("app"), make_bus("other")
     got: list[str] = []
 

@@ -34,7 +34,9 @@ def test_two_nodes_list_each_other_and_expire(
     interval = 0.5
     n1, n2 = f"n1-{unique}", f"n2-{unique}"
     peer_snapshot = tmp_path / "peer-nodes.json"
-    peer = spawn_peer({"role": "node", "node": n2, "interval": interval, "snapshot": str(peer_snapshot)})
+    peer = spawn_peer(
+        {"role": "node", "node": n2, "interval": interval, "snapshot": str(peer_snapshot)}
+    )
     service = NodesService(
         make_bus(n1),
         NodeInfo(n1, "2.0", ("apps",), zone="z0"),
