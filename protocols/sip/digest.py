@@ -36,6 +36,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from protocols.sip.headers import Via
+from protocols.sip.message import Request, Response, generate_branch
+
 __all__ = [
     "SUPPORTED_ALGORITHMS",
     "DigestChallenge",
@@ -51,6 +54,7 @@ __all__ = [
     "compute_response",
     "format_auth_params",
     "parse_auth_params",
+    "retry_with_credentials",
 ]
 
 
@@ -639,3 +643,53 @@ class DigestClient:
             body=body,
             nonce_count=count,
         )
+
+
+def retry_with_credentials(
+    request: Request,
+    challenge_response: Response,
+    client: DigestClient,
+) -> Request:
+    """The request to send after a 401/407 (RFC 3261 22.2/22.3): a copy of ``request`` with the
+    same Call-ID, From, To and body, the CSeq incremented, a fresh Via branch (it is a new
+    transaction) and an Authorization (401) or Proxy-Authorization (407) header answering the
+    strongest challenge we support. Earlier credentials for the same realm are replaced."""
+    if challenge_response.status == 407:
+        challenge_header, credentials_header = "Proxy-Authenticate", "Proxy-Authorization"
+    elif challenge_response.status == 401:
+        challenge_header, credentials_header = "WWW-Authenticate", "Authorization"
+    else:
+        raise ValueError(f"{challenge_response.status} is not a challenge")
+    challenges = [
+        value
+        for value in challenge_response.headers.get_all(challenge_header)
+        if value.lstrip().lower().startswith("digest")
+    ]
+    retry = Request(request.method, request.uri.copy(), request.headers.copy(), request.body)
+    credentials = client.authorize(
+        challenges, method=request.method, uri=str(request.uri), body=request.body
+    )
+    headers = retry.headers
+    kept = [
+        value
+        for value in headers.get_all(credentials_header)
+        if _credentials_realm(value) != credentials.realm
+    ]
+    headers.remove(credentials_header)
+    for value in kept:
+        headers.add(credentials_header, value)
+    headers.add(credentials_header, credentials.to_header_value())
+    cseq = request.cseq
+    headers.replace("CSeq", f"{cseq.num + 1} {cseq.method}")
+    via = request.via
+    fresh = Via(via.transport, via.host, via.port, dict(via.params), via.protocol, via.version)
+    fresh.params["branch"] = generate_branch()
+    headers.set_first("Via", fresh)
+    return retry
+
+
+def _credentials_realm(value: str) -> str | None:
+    try:
+        return parse_auth_params(value)[1].get("realm")
+    except DigestParseError:
+        return None

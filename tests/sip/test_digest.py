@@ -18,7 +18,10 @@ from protocols.sip.digest import (
     compute_ha1,
     compute_response,
     parse_auth_params,
+    retry_with_credentials,
 )
+from protocols.sip.message import Request, make_response
+from protocols.sip.parser import parse_message
 
 # RFC 2617 section 3.5 (the Authorization header, as printed in the RFC).
 RFC2617_AUTHORIZATION = (
@@ -395,3 +398,49 @@ def test_any_credentials_round_trip_and_verify(
     header = credentials.to_header_value()
     assert DigestCredentials.parse(header) == credentials
     assert digest_server.verify(header, method="INVITE", now=NOW, password=password).ok
+
+
+REGISTER = (
+    "REGISTER sip:example.com SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bK-reg-1;rport\r\n"
+    "Max-Forwards: 70\r\n"
+    "From: <sip:1000@example.com>;tag=reg\r\n"
+    "To: <sip:1000@example.com>\r\n"
+    "Call-ID: reg-1@192.0.2.5\r\n"
+    "CSeq: 7 REGISTER\r\n"
+    "Contact: <sip:1000@192.0.2.5:5060>\r\n"
+    "Expires: 600\r\n"
+    "Content-Length: 0\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "header"), [(401, "Authorization"), (407, "Proxy-Authorization")]
+)
+def test_retry_with_credentials_against_the_server(status: int, header: str) -> None:
+    request = parse_message(REGISTER.encode())
+    assert isinstance(request, Request)
+    digest_server = server()
+    challenge = make_response(request, status, to_tag="registrar")
+    for name, value in digest_server.challenge_headers("example.com", NOW, proxy=status == 407):
+        challenge.headers.add(name, value)
+    client = DigestClient("1000", "secret1000")
+    retry = retry_with_credentials(request, challenge, client)
+    # RFC 3261 22.2: same dialog identifiers, CSeq + 1, new branch (a new transaction).
+    assert retry.call_id == request.call_id and retry.from_.tag == "reg"
+    assert (retry.cseq.num, retry.cseq.method) == (8, "REGISTER")
+    assert retry.via.branch != request.via.branch and retry.via.has_rport
+    assert retry.headers.get("Expires") == "600"
+    value = retry.headers.get(header)
+    assert value is not None
+    wire = parse_message(retry.to_bytes())
+    assert isinstance(wire, Request)
+    assert digest_server.verify(
+        wire.headers.get(header) or "", method=wire.method, now=NOW, password="secret1000"
+    ).ok
+    # A second challenge (stale nonce) replaces the credentials for that realm, not adds.
+    again = retry_with_credentials(retry, challenge, client)
+    assert len(again.headers.get_all(header)) == 1
+    assert again.cseq.num == 9
+    with pytest.raises(ValueError):
+        retry_with_credentials(request, make_response(request, 403), client)
