@@ -377,6 +377,7 @@ class ProcessSupervisor(ProcessActor):
 
     def _do_reply(self, step: _Step) -> None:
         sender, value_fn = step.data
+        self._write_tree()  # whoever reads the tree after the reply sees the change
         try:
             value = value_fn()
             self.send(sender, SupervisorOpResult(True, value))
