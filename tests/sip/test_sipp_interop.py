@@ -32,6 +32,7 @@ from protocols.sdp import (
     process_answer,
 )
 from protocols.sip.dialog import Dialog, next_hop
+from protocols.sip.digest import DigestClient, retry_with_credentials
 from protocols.sip.errors import SipParseError
 from protocols.sip.message import (
     Message,
@@ -110,7 +111,12 @@ def start_sipp(workdir: Path, transport: str, *extra: str) -> tuple[SippProcess,
     if transport == "TCP":
         args += ["-t", "t1"]
     sipp = SippProcess([*args, *extra], workdir)
-    # Wait until SIPp's socket is bound (a TCP connect succeeds / the UDP port is taken).
+    wait_for_port(sipp, transport, port)
+    return sipp, port
+
+
+def wait_for_port(sipp: SippProcess, transport: str, port: int) -> None:
+    """Wait until SIPp's socket is bound (a TCP connect succeeds / the UDP port is taken)."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         if sipp.process.poll() is not None:
@@ -121,9 +127,9 @@ def start_sipp(workdir: Path, transport: str, *extra: str) -> tuple[SippProcess,
                 try:
                     probe.bind((LOOPBACK, port))
                 except OSError:
-                    return sipp, port
+                    return
             elif probe.connect_ex((LOOPBACK, port)) == 0:
-                return sipp, port
+                return
         time.sleep(0.05)
     sipp.kill()
     raise RuntimeError("SIPp did not bind its port")
@@ -313,6 +319,97 @@ def test_sipp_uac_calls_us_as_uas(uac: Endpoint, tmp_path: Path) -> None:
         ours.runner.respond(bye.transaction, make_response(bye.request, 200))
         assert dialog.terminated
         assert sipp.wait(15) == 0, sipp.output()
+    finally:
+        sipp.kill()
+
+
+# SIPp as a digest registrar: 401 challenge, then <verifyauth> against a fixed user, so our
+# client digest is checked by an independent implementation. 200 when valid, 403 otherwise.
+DIGEST_REGISTRAR_XML = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="digest registrar">
+  <recv request="REGISTER"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 401 Unauthorized
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      WWW-Authenticate: Digest realm="example.com", nonce="[pid]n[call_number]", qop="auth", algorithm=MD5
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="REGISTER">
+    <action>
+      <verifyauth assign_to="authvalid" username="1000" password="secret1000"/>
+    </action>
+  </recv>
+  <nop hide="true" test="authvalid" next="goodauth"/>
+  <send next="done">
+    <![CDATA[
+
+      SIP/2.0 403 Forbidden
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <label id="goodauth"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      [last_Contact:];expires=600
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <label id="done"/>
+</scenario>
+"""
+
+
+@requires_sipp
+@pytest.mark.parametrize(("password", "expected"), [("secret1000", 200), ("wrong", 403)])
+def test_register_with_digest_to_sipp_registrar(
+    uac: Endpoint, tmp_path: Path, password: str, expected: int
+) -> None:
+    scenario = tmp_path / "digest_registrar.xml"
+    scenario.write_text(DIGEST_REGISTRAR_XML)
+    sipp_port = free_port(
+        stdlib_socket.SOCK_DGRAM if uac.name == "UDP" else stdlib_socket.SOCK_STREAM
+    )
+    args = ["sipp", "-sf", str(scenario), "-i", LOOPBACK, "-p", str(sipp_port)]
+    args += ["-m", "1", "-nostdin", "-timeout", "20s"]
+    if uac.name == "TCP":
+        args += ["-t", "t1"]
+    sipp = SippProcess(args, tmp_path)
+    try:
+        wait_for_port(sipp, uac.name, sipp_port)
+        register = uac.new_request("REGISTER", "sip:example.com")
+        register.headers.replace("From", f"<sip:1000@example.com>;tag={generate_tag()}")
+        register.headers.replace("To", "<sip:1000@example.com>")
+        register.headers.add("Expires", "600")
+        destination = (LOOPBACK, sipp_port)
+        uac.runner.send_request(register, destination, uac.name)
+        challenge = uac.next_response()
+        assert challenge.status == 401, sipp.output()
+        retry = retry_with_credentials(register, challenge, DigestClient("1000", password))
+        uac.runner.send_request(retry, destination, uac.name)
+        final = uac.next_response()
+        assert final.status == expected, sipp.output()
     finally:
         sipp.kill()
 
