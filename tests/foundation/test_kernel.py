@@ -669,6 +669,24 @@ def test_terminate_runs_on_stop_and_crash_but_not_on_kill(start: Callable[..., A
     assert killed_ref.exit_reason == KILLED
 
 
+def test_actor_killed_when_its_stop_timeout_expires_exits_with_killed(
+    start: Callable[..., ActorRef],
+) -> None:
+    release = gevent.event.Event()
+
+    class StuckInTerminate(Recorder):
+        def terminate(self, reason: Any) -> None:
+            self.terminated_with.append(reason)
+            release.wait()
+
+    actor = StuckInTerminate()
+    ref = start(actor)
+    assert ref.stop(timeout=0.05) is False  # terminate() cannot finish: it was killed
+    assert actor.terminated_with == [SHUTDOWN]
+    assert not ref.is_alive
+    assert ref.exit_reason == KILLED
+
+
 def test_actor_count_follows_spawns_and_exits(start: Callable[..., ActorRef]) -> None:
     class Counted(Recorder):
         pass
