@@ -322,6 +322,7 @@ class DigestOutcome(enum.Enum):
     STALE_NONCE = "stale_nonce"  # correct digest on an expired nonce: re-challenge stale=true
     INVALID_NONCE = "invalid_nonce"  # not one of ours (bad MAC, wrong realm binding, garbage)
     WRONG_REALM = "wrong_realm"
+    URI_MISMATCH = "uri_mismatch"  # the uri parameter is not the Request-URI
     WRONG_RESPONSE = "wrong_response"  # wrong password (or tampered request)
     REPLAYED_NONCE_COUNT = "replayed_nonce_count"
     QOP_REQUIRED = "qop_required"
@@ -470,7 +471,7 @@ class DigestServer:
         if realm is not None and cred_realm != realm:
             return verdict(DigestOutcome.WRONG_REALM)
         if request_uri is not None and credentials.uri != request_uri:
-            return verdict(DigestOutcome.MALFORMED)
+            return verdict(DigestOutcome.URI_MISMATCH)
         qop = credentials.qop
         if qop is None:
             if self.require_qop:

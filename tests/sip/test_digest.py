@@ -310,7 +310,7 @@ def test_policy_checks() -> None:
         digest_server.verify(
             good, method="REGISTER", now=NOW, password="secret1000", request_uri="sip:else"
         ).outcome
-        is DigestOutcome.MALFORMED
+        is DigestOutcome.URI_MISMATCH
     )
     assert digest_server.verify(good, method="REGISTER", now=NOW).outcome is DigestOutcome.NO_SECRET
     assert (

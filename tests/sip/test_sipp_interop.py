@@ -32,7 +32,7 @@ from protocols.sdp import (
     process_answer,
 )
 from protocols.sip.dialog import Dialog, next_hop
-from protocols.sip.digest import DigestClient, retry_with_credentials
+from protocols.sip.digest import DigestClient, DigestServer, retry_with_credentials
 from protocols.sip.errors import SipParseError
 from protocols.sip.message import (
     Message,
@@ -410,6 +410,97 @@ def test_register_with_digest_to_sipp_registrar(
         uac.runner.send_request(retry, destination, uac.name)
         final = uac.next_response()
         assert final.status == expected, sipp.output()
+    finally:
+        sipp.kill()
+
+
+# SIPp as a digest client (-au/-ap, [authentication]): REGISTER, our 401, REGISTER with
+# credentials, our 200. SIPp exits 0 only if it got the 200. SIPp puts
+# sip:<remote_ip>:<remote_port> in the digest uri whatever the Request-URI, so the scenario
+# uses that Request-URI and the server can check uri = Request-URI.
+DIGEST_CLIENT_XML = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="digest register client">
+  <send retrans="500">
+    <![CDATA[
+
+      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:1000@example.com>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:1000@example.com>
+      Call-ID: [call_id]
+      CSeq: 1 REGISTER
+      Contact: <sip:1000@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Expires: 600
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="401" auth="true"/>
+  <send retrans="500">
+    <![CDATA[
+
+      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:1000@example.com>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:1000@example.com>
+      Call-ID: [call_id]
+      CSeq: 2 REGISTER
+      Contact: <sip:1000@[local_ip]:[local_port]>
+      [authentication]
+      Max-Forwards: 70
+      Expires: 600
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+</scenario>
+"""
+
+
+@requires_sipp
+def test_digest_server_verifies_sipp_credentials(uac: Endpoint, tmp_path: Path) -> None:
+    ours = uac
+    scenario = tmp_path / "digest_client.xml"
+    scenario.write_text(DIGEST_CLIENT_XML)
+    sipp_port = free_port(
+        stdlib_socket.SOCK_DGRAM if ours.name == "UDP" else stdlib_socket.SOCK_STREAM
+    )
+    args = ["sipp", "-sf", str(scenario), f"{LOOPBACK}:{ours.port}", "-i", LOOPBACK]
+    args += ["-p", str(sipp_port), "-au", "1000", "-ap", "secret1000", "-m", "1"]
+    args += ["-default_behaviors", "none", "-nostdin", "-timeout", "20s"]
+    if ours.name == "TCP":
+        args += ["-t", "t1"]
+    # SIPp 3.6 computes MD5 digests; offering only MD5 keeps it on what it implements.
+    digest_server = DigestServer(b"interop secret", algorithms=("MD5",))
+    sipp = SippProcess(args, tmp_path)
+    try:
+        first = ours.next_request()
+        assert first.request.method == "REGISTER", sipp.output()
+        assert first.request.headers.get("Authorization") is None
+        challenge = make_response(first.request, 401, to_tag=generate_tag())
+        for name, value in digest_server.challenge_headers("example.com", time.time()):
+            challenge.headers.add(name, value)
+        ours.runner.respond(first.transaction, challenge)
+
+        second = ours.next_request()
+        credentials = second.request.headers.get("Authorization")
+        assert credentials is not None, sipp.output()
+        verdict = digest_server.verify(
+            credentials,
+            method="REGISTER",
+            now=time.time(),
+            password="secret1000",
+            realm="example.com",
+            request_uri=str(second.request.uri),
+        )
+        assert verdict.ok, (verdict, credentials)
+        assert verdict.username == "1000"
+        ours.runner.respond(
+            second.transaction, make_response(second.request, 200, to_tag=generate_tag())
+        )
+        assert sipp.wait(15) == 0, sipp.output()
     finally:
         sipp.kill()
 
