@@ -82,7 +82,9 @@ Address = tuple[str, int]
 
 
 def is_reliable(transport: str) -> bool:
-    return transport.upper() in RELIABLE_TRANSPORTS
+    """``transport`` is a Via transport token ("UDP", "TCP") or a listener key that starts with
+    one ("UDP:7000" when a node has several UDP listeners)."""
+    return transport.partition(":")[0].upper() in RELIABLE_TRANSPORTS
 
 
 def new_branch() -> str:

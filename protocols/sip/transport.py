@@ -63,6 +63,9 @@ _DOUBLE_CRLF = b"\r\n\r\n"
 
 class SipTransport(Protocol):
     name: str  # "UDP", "TCP": the Via transport token
+    # What the transaction layer calls this listener: the name, or e.g. "UDP:7000" when a node
+    # has several listeners of one kind; responses leave through the listener requests came in on.
+    key: str
 
     @property
     def local_address(self) -> Address: ...
@@ -90,7 +93,9 @@ class UdpTransport:
         on_message: MessageHandler,
         *,
         on_parse_error: ParseErrorHandler | None = None,
+        key: str | None = None,
     ) -> None:
+        self.key = (key or self.name).upper()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_DGRAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -233,7 +238,9 @@ class TcpTransport:
         keepalive_interval: float | None = None,
         connect_timeout: float = 5.0,
         backlog: int = 128,
+        key: str | None = None,
     ) -> None:
+        self.key = (key or self.name).upper()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._listener = socket.socket(family, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -370,14 +377,14 @@ class TransactionRunner:
         self._stopped = False
 
     def add_transport(self, transport: SipTransport) -> None:
-        self._transports[transport.name.upper()] = transport
+        self._transports[transport.key.upper()] = transport
 
-    def transport(self, name: str) -> SipTransport:
-        return self._transports[name.upper()]
+    def transport(self, key: str) -> SipTransport:
+        return self._transports[key.upper()]
 
     def on_message(self, message: Message, source: Address, transport: SipTransport) -> None:
         """The adapters' ``on_message`` callback."""
-        self.layer.receive(message, source, transport.name, self._clock())
+        self.layer.receive(message, source, transport.key, self._clock())
         self.flush()
 
     def on_parse_error(
@@ -390,7 +397,7 @@ class TransactionRunner:
         if response is None:
             log.debug("dropping unparsable message from %s: %s", source, error)
             return
-        self.send_stateless(response, source, transport.name)
+        self.send_stateless(response, source, transport.key)
 
     def start(self) -> TransactionRunner:
         self._timer_greenlet = gevent.spawn(self._timer_loop)

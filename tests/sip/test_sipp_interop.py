@@ -691,3 +691,32 @@ def test_runner_answers_a_broken_request_with_the_parser_status() -> None:
     finally:
         sender.close()
         endpoint.close()
+
+
+def test_runner_answers_through_the_listener_the_request_came_in_on() -> None:
+    events: Queue[Event] = Queue()
+    runner = TransactionRunner(TransactionLayer(), events.put)
+    main = UdpTransport(LOOPBACK, 0, runner.on_message, key="UDP:main").start()
+    alg = UdpTransport(LOOPBACK, 0, runner.on_message, key="UDP:alg").start()
+    runner.add_transport(main)
+    runner.add_transport(alg)
+    runner.start()
+    phone = gevent_socket.socket(gevent_socket.AF_INET, gevent_socket.SOCK_DGRAM)
+    phone.bind((LOOPBACK, 0))
+    try:
+        options = OPTIONS.replace(b"SIP/2.0/TCP", b"SIP/2.0/UDP")
+        phone.sendto(options, alg.local_address)
+        event = events.get(timeout=5)
+        assert isinstance(event, RequestReceived)
+        assert event.transport == "UDP:ALG"
+        assert not event.transaction.reliable
+        runner.respond(event.transaction, make_response(event.request, 200))
+        phone.settimeout(5)
+        data, source = phone.recvfrom(65535)
+        assert data.startswith(b"SIP/2.0 200 OK")
+        assert source == alg.local_address
+    finally:
+        phone.close()
+        runner.stop()
+        main.close()
+        alg.close()
