@@ -351,6 +351,7 @@ class Actor:
 
     # Set by spawn(); declared here for type checkers.
     ref: ActorRef
+    _greenlet: Greenlet
     _name: str | None = None
 
     def _setup(self) -> None:
@@ -491,7 +492,7 @@ class Actor:
                     break
             else:
                 return None
-        return getattr(self, name)  # type: ignore[no-any-return]
+        return getattr(self, name)
 
     def _run(self, started: gevent.event.AsyncResult) -> None:
         current_actor.set(self.ref)
@@ -515,6 +516,8 @@ class Actor:
             if initialised and not self._brutal:
                 try:
                     self.terminate(reason)
+                except _ExitSignal as sig:
+                    reason = sig.reason  # killed while terminating (shutdown timeout)
                 except BaseException:  # noqa: BLE001
                     log.error("actor %r: terminate() raised", self.ref, exc_info=True)
             if not started.ready():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ class _ContextFilter(logging.Filter):
         return True
 
 
-def _add_context(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _add_context(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     record: logging.LogRecord | None = event.get("_record")
     if record is not None:
         event["node"] = getattr(record, "node", _context["node"])

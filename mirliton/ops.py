@@ -97,7 +97,7 @@ def make_ops_app(run_dir: Path, metrics_dir: Path | None) -> Callable[..., Any]:
     registry = CollectorRegistry()
     if metrics_dir is not None:
         multiprocess.MultiProcessCollector(registry, path=str(metrics_dir))
-    registry.register(_NodeCollector(run_dir))  # type: ignore[arg-type]
+    registry.register(_NodeCollector(run_dir))
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         path = environ.get("PATH_INFO", "/")

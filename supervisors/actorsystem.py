@@ -31,7 +31,7 @@ def keep_admin_attached() -> None:
             return 0
 
         os.fork = fork_once
-        os.setsid = lambda: None  # type: ignore[assignment,return-value]
+        os.setsid = lambda: None
         try:
             return original(*args)
         finally:

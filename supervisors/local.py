@@ -135,6 +135,7 @@ class Supervisor(Actor):
                 self._shutdown_all()
                 self._changed()
                 self.stop(decision.reason)
+                return
             decision = self._run_plan(decision, failed_key)
         self._changed()
 

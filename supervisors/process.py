@@ -168,7 +168,7 @@ def _flush_logs() -> None:
             pass
 
 
-class ProcessActor(ThespianActor):  # type: ignore[misc]
+class ProcessActor(ThespianActor):
     """Base of every process actor. Subclasses implement ``init_process`` and ``handle``."""
 
     key: str = ""

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-
 from actors.kernel import Actor
 from mirliton.config import Config
 from mirliton.roles import RoleProcess
