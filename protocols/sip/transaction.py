@@ -71,6 +71,7 @@ __all__ = [
     "key_with_method",
     "new_branch",
     "new_via",
+    "stamp_via",
     "via_response_address",
 ]
 
@@ -281,6 +282,24 @@ def via_response_address(via: Via, source: Address) -> Address:
     return (via.received or via.host, via.port or 5060)
 
 
+def stamp_via(request: Request, source: Address) -> None:
+    """Record where a request really came from in its top Via: ``received`` when the source IP
+    differs from sent-by (RFC 3261 18.2.1), and with RFC 3581 ``rport`` the source port plus
+    ``received`` always. Responses copy the Via, so the client learns its public address."""
+    via = request.via
+    host = via.host[1:-1] if via.host.startswith("[") else via.host
+    changed = False
+    if via.has_rport and via.rport is None:
+        via.params["rport"] = str(source[1])
+        via.params["received"] = source[0]
+        changed = True
+    elif host != source[0] and via.received != source[0]:
+        via.params["received"] = source[0]
+        changed = True
+    if changed:
+        request.headers.set_first("Via", via)
+
+
 def new_via(transport: str, host: str, port: int | None, *, rport: bool = True) -> Via:
     """A Via for a request we originate, with a fresh branch (and an empty rport, RFC 3581,
     so NATed replies find their way back)."""
@@ -359,6 +378,7 @@ class TransactionLayer:
         auto_trying: bool = True,
         symmetric_responses: bool = True,
         answer_cancel: bool = True,
+        stamp_received: bool = True,
     ) -> None:
         self.timers = timers or TimerConfig()
         # RFC 3261 17.2.1: a 100 Trying unless the TU answers within 200 ms; sans-I/O we cannot
@@ -368,6 +388,8 @@ class TransactionLayer:
         # force_rport) rather than to Via sent-by; needed for phones behind NAT.
         self.symmetric_responses = symmetric_responses
         self.answer_cancel = answer_cancel
+        # Add received/rport to the top Via of requests we receive (see stamp_via).
+        self.stamp_received = stamp_received
         self._client: dict[tuple[str, ...], ClientTransaction] = {}
         self._server: dict[tuple[str, ...], ServerTransaction] = {}
         self._events: deque[Event] = deque()
@@ -652,6 +674,8 @@ class TransactionLayer:
     ) -> None:
         if not request.vias:
             return  # the message layer validates; without a Via we cannot even answer
+        if self.stamp_received:
+            stamp_via(request, source)
         key = self._server_key(request)
         transaction = self._server.get(key)
         if transaction is not None and not _is_rfc3261_branch(_branch(request)):

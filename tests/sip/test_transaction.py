@@ -544,11 +544,36 @@ def test_response_destination_symmetric_or_via() -> None:
     rfc.receive(request("OPTIONS"), natted, "UDP", now=0.0)
     (event,) = rfc.events()
     assert isinstance(event, RequestReceived)
+    # RFC 3261 18.2.2: received (stamped from the source) and the sent-by port.
+    assert event.transaction.peer == ("198.51.100.7", 5060)
+    unstamped = TransactionLayer(symmetric_responses=False, stamp_received=False)
+    unstamped.receive(request("OPTIONS"), natted, "UDP", now=0.0)
+    (event,) = unstamped.events()
+    assert isinstance(event, RequestReceived)
     assert event.transaction.peer == ("192.0.2.1", 5060)
     assert via_response_address(Via.parse("SIP/2.0/UDP a.example;rport;branch=x"), natted) == natted
     assert via_response_address(
         Via.parse("SIP/2.0/UDP a.example:5070;received=203.0.113.1;branch=x"), natted
     ) == ("203.0.113.1", 5070)
+
+
+def test_received_and_rport_stamped_into_top_via_and_echoed() -> None:
+    natted = ("198.51.100.7", 40000)
+    layer = TransactionLayer()
+    invite = parse_message(
+        request().to_bytes().replace(b"192.0.2.1:5060;branch", b"192.0.2.1:5060;rport;branch")
+    )
+    layer.receive(invite, natted, "UDP", now=0.0)
+    (event,) = layer.events()
+    assert isinstance(event, RequestReceived)
+    via = event.request.via
+    assert (via.received, via.rport) == ("198.51.100.7", 40000)
+    (trying,) = sent(layer)
+    assert b"received=198.51.100.7" in trying.data and b"rport=40000" in trying.data
+    # Same host as sent-by and no rport: nothing to add.
+    same = request("OPTIONS")
+    layer.receive(same, ("192.0.2.1", 5060), "UDP", now=0.0)
+    assert same.via.received is None
 
 
 def test_new_via_and_branch() -> None:
