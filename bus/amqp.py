@@ -66,6 +66,15 @@ class _ConnectionLost(BusError):
     """The connection dropped while a setup step was waiting for the broker."""
 
 
+class _ConsumerRefused(BusError):
+    """The broker refused a consumer's queue (e.g. redeclared with other properties)."""
+
+
+# Channel-closing replies that mean "this declaration is wrong", not "the broker is away":
+# ACCESS_REFUSED, NOT_FOUND, RESOURCE_LOCKED, PRECONDITION_FAILED.
+_REFUSALS = (403, 404, 405, 406)
+
+
 class AmqpBus(Bus):
     """The bus on RabbitMQ (see the module docstring)."""
 
@@ -98,6 +107,7 @@ class AmqpBus(Bus):
         self._returned: set[int] = set()
         self._next_tag = 0
         self._last_error: BaseException | None = None
+        self._channel_error: BaseException | None = None
         self._runner = gevent.spawn(self._run)
         if not self._ready.wait(connect_timeout):
             error = self._last_error
@@ -171,7 +181,15 @@ class AmqpBus(Bus):
         index = 0
         # Indexing, not iterating: consumers added while this runs are set up here too.
         while index < len(self._consumers):
-            self._setup_consumer(self._consumers[index], generation)
+            consumer = self._consumers[index]
+            try:
+                self._setup_consumer(consumer, generation)
+            except _ConsumerRefused as refused:
+                # Dropped, or every reconnection would fail on it again.
+                log.error("bus: consumer %s dropped: %s", consumer.queue, refused)
+                self._consumers.remove(consumer)
+                consumer.active = False
+                raise
             index += 1
         # Nothing below yields, so buffered messages go out before any newer publish.
         while self._buffer:
@@ -197,6 +215,21 @@ class AmqpBus(Bus):
         )
 
     def _setup_consumer(self, consumer: Consumer, generation: int) -> None:
+        self._channel_error = None
+        try:
+            self._declare_and_consume(consumer, generation)
+        except _ConnectionLost:
+            error = self._channel_error
+            if (
+                isinstance(error, pika.exceptions.ChannelClosedByBroker)
+                and error.reply_code in _REFUSALS
+            ):
+                raise _ConsumerRefused(
+                    f"queue {consumer.queue!r}: {error.reply_code} {error.reply_text}"
+                ) from None
+            raise
+
+    def _declare_and_consume(self, consumer: Consumer, generation: int) -> None:
         channel = self._channel
         private = not consumer.named
         self._wait(
@@ -249,6 +282,10 @@ class AmqpBus(Bus):
     def _on_channel_closed(self, generation: int, _channel: Any, reason: BaseException) -> None:
         if self._closed or generation != self._generation:
             return
+        if isinstance(reason, pika.exceptions.ChannelClosedByBroker):
+            # The first broker refusal explains the setup failure; later closes of the other
+            # channel (by us, with the connection) do not.
+            self._channel_error = self._channel_error or reason
         connection = self._connection
         if connection is not None and connection.is_open:
             # A channel closed by the broker (e.g. a queue declared with other arguments)
@@ -373,6 +410,10 @@ class AmqpBus(Bus):
         if self._ready.is_set():
             try:
                 self._setup_consumer(consumer, self._generation)
+            except _ConsumerRefused as refused:
+                if consumer in self._consumers:
+                    self._consumers.remove(consumer)
+                raise BusError(str(refused)) from None
             except _ConnectionLost:
                 # The reconnection declares it (it is in self._consumers).
                 log.info("bus: consumer %s will start on reconnection", consumer.queue)

@@ -62,6 +62,7 @@ __all__ = ["LocalBus"]
 log = logging.getLogger("mirliton.bus.local")
 
 _LENGTH = struct.Struct(">I")
+_PEERCRED = struct.Struct("3i")
 _HEADER = struct.Struct(">HHH")
 # Frames waiting for one peer before a publisher has to wait for the writer (backpressure).
 _MAX_PENDING_FRAMES = 50_000
@@ -261,6 +262,7 @@ class LocalBus(Bus):
         directory = Path(data_dir).resolve() / "bus"
         self._namespace = hashlib.sha1(str(directory).encode()).hexdigest()[:16]
         self._owner = f"{os.getpid()}.{os.urandom(4).hex()}"
+        self._uid = os.getuid()
         self._registry = _Registry(directory)
         self._consumers: dict[str, list[Consumer]] = {}
         self._peers: dict[str, _Peer] = {}
@@ -434,6 +436,16 @@ class LocalBus(Bus):
                 conn, _ = self._listener.accept()
             except OSError:
                 return
+            # Abstract sockets have no file permissions: any local user could connect. Only
+            # processes of our own user (or root) may put messages on this node's bus.
+            _pid, uid, _gid = _PEERCRED.unpack(
+                conn.getsockopt(std_socket.SOL_SOCKET, std_socket.SO_PEERCRED, _PEERCRED.size)
+            )
+            if uid not in (self._uid, 0):
+                log.warning("bus: refused a connection from uid %d", uid)
+                conn.close()
+                continue
+            self._greenlets = [g for g in self._greenlets if not g.dead]
             self._greenlets.append(gevent.spawn(self._read_loop, conn))
 
     def _read_loop(self, conn: gevent.socket.socket) -> None:

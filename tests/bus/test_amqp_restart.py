@@ -12,7 +12,7 @@ import gevent.event
 import gevent.subprocess
 import pytest
 
-from bus import Binding, PublishNotConfirmed, connect, metrics
+from bus import Binding, BusError, PublishNotConfirmed, connect, metrics
 from bus.amqp import AmqpBus
 from bus.api import call
 
@@ -143,3 +143,26 @@ def test_plain_publishes_are_buffered_while_disconnected(amqp_url: str) -> None:
     assert metrics.BUFFERED._value.get() == 0
     publisher.close()
     subscriber.close()
+
+
+def test_a_refused_queue_fails_its_consume_and_nothing_else(amqp_url: str) -> None:
+    unique = uuid.uuid4().hex[:8]
+    first = connect(amqp_url, node="first")
+    second = connect(amqp_url, node="second")
+    got: list[str] = []
+    first.consume(
+        [Binding("callevt", f"call.*.{unique}")],
+        lambda msg, _d: got.append(msg["Event-Name"]),
+        queue=f"q-{unique}",
+        durable=True,
+    )
+    # The same queue name as a non-durable queue: RabbitMQ refuses (PRECONDITION_FAILED).
+    with pytest.raises(BusError) as refused:
+        second.consume([Binding("callevt", "#")], lambda m, d: None, queue=f"q-{unique}")
+    assert "406" in str(refused.value)
+    assert _wait_for(lambda: second.connected, 10)
+    # Both connections still work: second publishes, first consumes.
+    second.publish(call.call_event["CHANNEL_CREATE"].build(call_id=unique), confirm=True)
+    assert _wait_for(lambda: got == ["CHANNEL_CREATE"], 10)
+    first.close()
+    second.close()

@@ -13,7 +13,7 @@ from typing import Any
 import gevent
 import pytest
 
-from bus import Binding, Bus, BusValidationError, RequestTimeout, metrics
+from bus import Binding, Bus, BusValidationError, PublishNotConfirmed, RequestTimeout, metrics
 from bus.api import authn, call, conf, dialplan, registration, route
 from tests.bus.conftest import Peer
 
@@ -346,3 +346,40 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         gevent.sleep(0.01)
+
+
+def test_confirmed_publish(make_bus: Callable[..., Bus], unique: str) -> None:
+    subscriber, publisher = make_bus("sub"), make_bus("pub")
+    got: list[str] = []
+    subscriber.consume(
+        [Binding("callevt", f"call.*.{unique}")], lambda m, d: got.append(m["Event-Name"])
+    )
+    publisher.publish(_event("CHANNEL_CREATE", unique), confirm=True)
+    _wait_for(lambda: got == ["CHANNEL_CREATE"])
+    # Nobody bound: a confirmed publish is not accepted by any queue.
+    started = time.monotonic()
+    with pytest.raises(PublishNotConfirmed):
+        publisher.publish(_event("CHANNEL_CREATE", f"nobody-{unique}"), confirm=True, timeout=0.5)
+    assert time.monotonic() - started < 3
+
+
+def test_metrics_count_published_and_consumed(make_bus: Callable[..., Bus], unique: str) -> None:
+    subscriber, publisher = make_bus("sub"), make_bus("pub")
+    published = metrics.PUBLISHED.labels("callevt", "CHANNEL_HOLD")
+    consumed = metrics.CONSUMED.labels("callevt", "CHANNEL_HOLD")
+    invalid = metrics.DROPPED.labels("invalid")
+    before = (published._value.get(), consumed._value.get(), invalid._value.get())
+    got: list[str] = []
+    subscriber.consume(
+        [Binding("callevt", f"call.*.{unique}")],
+        lambda m, d: got.append(m["Event-Name"]),
+        on_invalid=lambda error, body, delivery: got.append(f"invalid {error.field}"),
+    )
+    publisher.publish(_event("CHANNEL_HOLD", unique))
+    publisher.publish(_event("CHANNEL_HOLD", unique))
+    publisher.publish({**_event("CHANNEL_HOLD", unique), "Timestamp": "noon"}, validate=False)
+    _wait_for(lambda: len(got) == 3)
+    assert got == ["CHANNEL_HOLD", "CHANNEL_HOLD", "invalid Timestamp"]
+    assert published._value.get() == before[0] + 3
+    assert consumed._value.get() == before[1] + 2
+    assert invalid._value.get() == before[2] + 1

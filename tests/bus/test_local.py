@@ -1,0 +1,138 @@
+"""What only the ``local`` transport has to get right: processes of one node that die
+(SIGKILL), restart, or fork, with no broker to notice for them."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gevent
+import gevent.subprocess
+import pytest
+
+from bus import Binding, BusClosed, connect
+from bus.api import call
+from bus.local import LocalBus
+from tests.bus.conftest import Peer
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        gevent.sleep(0.01)
+
+
+def _event(name: str, call_id: str) -> dict[str, Any]:
+    return call.call_event[name].build(call_id=call_id)
+
+
+@pytest.fixture
+def local_bus(data_dir: Path) -> Any:
+    bus = connect("local", node="test", data_dir=data_dir)
+    assert isinstance(bus, LocalBus)
+    yield bus
+    bus.close()
+
+
+def test_a_sigkilled_consumer_is_forgotten_and_its_restart_takes_over(
+    local_bus: LocalBus, data_dir: Path, unique: str
+) -> None:
+    spec = {
+        "role": "subscribe",
+        "bindings": [["callevt", f"call.*.{unique}"]],
+        "queue": f"q-{unique}",
+    }
+    first = Peer("local", data_dir, spec)
+    first_pid = first.process.pid
+    local_bus.publish(_event("CHANNEL_CREATE", unique))
+    assert first.read()["msg"]["Event-Name"] == "CHANNEL_CREATE"
+    assert any(owner.startswith(f"{first_pid}.") for owner in local_bus._registry.owners())
+    os.kill(first_pid, signal.SIGKILL)
+    first.process.wait()
+    # The next publish finds the socket gone and drops the dead process's bindings.
+    local_bus.publish(_event("CHANNEL_ANSWER", unique))
+    _wait_for(lambda: not any(o.startswith(f"{first_pid}.") for o in local_bus._registry.owners()))
+    # Its restart (a new process, same named queue) gets the traffic.
+    second = Peer("local", data_dir, spec)
+    try:
+        local_bus.publish(_event("CHANNEL_DESTROY", unique))
+        assert second.read()["msg"]["Event-Name"] == "CHANNEL_DESTROY"
+    finally:
+        second.stop()
+
+
+def test_a_starting_process_sweeps_bindings_of_dead_ones(data_dir: Path, unique: str) -> None:
+    spec = {"role": "subscribe", "bindings": [["callevt", f"call.*.{unique}"]]}
+    peer = Peer("local", data_dir, spec)
+    os.kill(peer.process.pid, signal.SIGKILL)
+    peer.process.wait()
+    bus = connect("local", node="late", data_dir=data_dir)
+    try:
+        assert isinstance(bus, LocalBus)
+        assert not any(o.startswith(f"{peer.process.pid}.") for o in bus._registry.owners())
+    finally:
+        bus.close()
+
+
+def _forked_child(data_dir: str, unique: str, parent_bus: LocalBus, result: Any) -> None:
+    gevent.reinit()  # the test process is not monkey-patched; a node's fork does this itself
+    try:
+        parent_bus.publish(_event("CHANNEL_CREATE", unique))
+        result.put("the parent's bus worked in the child")
+        return
+    except BusClosed:
+        pass
+    own = connect("local", node="child", data_dir=data_dir)
+    own.publish(_event("CHANNEL_ANSWER", unique), confirm=True)
+    own.close()
+    result.put("ok")
+
+
+def test_after_fork_the_child_connects_its_own_bus(
+    local_bus: LocalBus, data_dir: Path, unique: str
+) -> None:
+    got: list[str] = []
+    local_bus.consume(
+        [Binding("callevt", f"call.*.{unique}")], lambda m, d: got.append(m["Event-Name"])
+    )
+    context = multiprocessing.get_context("fork")
+    result = context.SimpleQueue()
+    child = context.Process(target=_forked_child, args=(str(data_dir), unique, local_bus, result))
+    child.start()
+    child.join(20)
+    assert child.exitcode == 0
+    assert result.get() == "ok"
+    _wait_for(lambda: got == ["CHANNEL_ANSWER"])
+    # The parent's own address still answers after the child (which held a copy) exited.
+    local_bus.publish(_event("CHANNEL_DESTROY", unique))
+    _wait_for(lambda: got == ["CHANNEL_ANSWER", "CHANNEL_DESTROY"])
+
+
+def test_a_foreign_user_cannot_connect(local_bus: LocalBus) -> None:
+    if os.getuid() != 0:
+        pytest.skip("needs root to connect as another user")
+    probe = (
+        "import socket, sys\n"
+        "sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+        "sock.connect('\\0' + sys.argv[1])\n"
+        "sock.settimeout(5)\n"
+        "sys.exit(0 if sock.recv(1) == b'' else 2)\n"  # refused: closed at once, EOF
+    )
+    address = local_bus._address(local_bus._owner).lstrip("\0")
+    # The system interpreter: the probe needs only the standard library, and user "nobody"
+    # may not be allowed into the project's virtualenv.
+    python = next(
+        (p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if os.path.exists(p)), None
+    )
+    if python is None:
+        pytest.skip("no system python3 for the unprivileged probe")
+    done = gevent.subprocess.run(
+        [python, "-c", probe, address], user=65534, cwd="/", capture_output=True, timeout=20
+    )
+    assert done.returncode == 0, done.stderr
