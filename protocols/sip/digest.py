@@ -407,7 +407,11 @@ class DigestServer:
             return None
         if len(raw) != self._NONCE_LENGTH:
             return None
-        (issued_ms,) = struct.unpack(">Q", raw[:8])
+        # The decoder skips characters outside the alphabet; insist on our exact spelling so
+        # one nonce has one text (the nonce-count cache is keyed by it).
+        if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != nonce:
+            return None
+        issued_ms = int.from_bytes(raw[:8], "big")
         if not hmac.compare_digest(raw[16:], self._mac(issued_ms, raw[8:16], realm)):
             return None
         return issued_ms / 1000.0

@@ -247,6 +247,8 @@ def test_nonce_bound_to_realm_and_tamper_evident() -> None:
     flipped = challenge.nonce[:-2] + ("AA" if challenge.nonce[-2:] != "AA" else "BB")
     assert digest_server.nonce_issued_at(flipped, "tenant-a.example.com") is None
     assert digest_server.nonce_issued_at("garbage!", "tenant-a.example.com") is None
+    padded = challenge.nonce[:5] + "!" + challenge.nonce[5:]
+    assert digest_server.nonce_issued_at(padded, "tenant-a.example.com") is None
     # A nonce claiming to come from the future is not ours either.
     future = digest_server.challenges("tenant-a.example.com", NOW + 3600)[0]
     verdict = digest_server.verify(
