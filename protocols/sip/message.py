@@ -33,6 +33,7 @@ from .headers import (
 from .uri import URI
 
 __all__ = [
+    "TOP_VIA",
     "Message",
     "Request",
     "Response",
@@ -75,14 +76,14 @@ def _parse_call_id(value: str) -> str:
 
 def _parse_max_forwards(value: str) -> int:
     # Max-Forwards = "Max-Forwards" HCOLON 1*DIGIT ; 0-255 (RFC 3261 20.22)
-    if _DIGITS_RE.fullmatch(value) is None or len(value) > 5 or int(value) > 255:
+    if not (value.isdigit() and value.isascii()) or len(value) > 5 or int(value) > 255:
         raise SipParseError(f"malformed Max-Forwards: {value[:20]!r}", header="max-forwards")
     return int(value)
 
 
 def _parse_content_length(value: str) -> int:
     # Content-Length = ( "Content-Length" / "l" ) HCOLON 1*DIGIT
-    if _DIGITS_RE.fullmatch(value) is None or len(value) > 12:
+    if not (value.isdigit() and value.isascii()) or len(value) > 12:
         raise SipParseError(f"malformed Content-Length: {value[:20]!r}", header="content-length")
     return int(value)
 
@@ -134,6 +135,10 @@ VALUE_PARSERS: dict[str, Callable[[str], Any]] = {
     "date": _parse_date,
     "content-type": _parse_media_type,
 }
+
+
+# Typed-cache key of the top Via alone, which parse_message fills without parsing the others.
+TOP_VIA = "via:top"
 
 
 def _typed(headers: Headers, key: str) -> list[Any]:
@@ -196,6 +201,9 @@ class Message:
     @property
     def via(self) -> Via:
         """The top Via."""
+        top = self.headers._typed.get(TOP_VIA)
+        if top is not None:
+            return top  # type: ignore[no-any-return]
         vias = _typed(self.headers, "via")
         if not vias:
             raise _missing("via")

@@ -31,18 +31,20 @@ Content-Length is mandatory and any framing error is fatal for the connection.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import SipParseError
 from .headers import (
     COMMA_SPLIT_HEADERS,
     TOKEN_RE,
     Headers,
-    _name_cache,
+    Via,
     canonical_key,
     split_comma_list,
 )
-from .message import VALUE_PARSERS, Message, Request, Response
+from .message import TOP_VIA, VALUE_PARSERS, Message, Request, Response
 from .uri import URI
 
 __all__ = ["Limits", "DEFAULT_LIMITS", "parse_message", "StreamParser", "is_keepalive"]
@@ -61,10 +63,57 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 
-# The headers parsed and validated during parse_message (see the module docstring).
-EAGER_HEADERS = frozenset(
-    {"via", "from", "to", "contact", "call-id", "cseq", "max-forwards", "content-length", "date"}
-)
+
+# The headers parsed or validated during parse_message (see the module docstring). Via is special:
+# the top one is parsed (transactions read it at once), the others only validated and parsed
+# when msg.vias is read.
+_EAGER: dict[str, Callable[[str], Any]] = {
+    key: VALUE_PARSERS[key]
+    for key in (
+        "via",
+        "from",
+        "to",
+        "contact",
+        "call-id",
+        "cseq",
+        "max-forwards",
+        "content-length",
+        "date",
+    )
+}
+
+
+class _HeaderInfo(dict[str, tuple[str, Callable[[str], Any] | None, bool]]):
+    """Header name as written -> (canonical key, eager parser or None, comma-split?): one dict
+    lookup per header line; unknown spellings are computed (and validated) on first sight."""
+
+    def __missing__(self, name: str) -> tuple[str, Callable[[str], Any] | None, bool]:
+        key = canonical_key(name)
+        info = (key, _EAGER.get(key), key in COMMA_SPLIT_HEADERS)
+        if len(self) < 4096:  # a peer inventing names cannot grow it without bound
+            self[name] = info
+        return info
+
+
+_header_info = _HeaderInfo()
+
+
+def _store_typed(typed: dict[str, Any], key: str, value: str, parser: Callable[[str], Any]) -> None:
+    if key == "via":
+        if TOP_VIA in typed:
+            Via.validate(value)
+        else:
+            typed[TOP_VIA] = Via.parse(value)
+        return
+    parsed = parser(value)
+    values = typed.get(key)
+    if values is None:
+        typed[key] = [parsed]
+    else:
+        values.append(parsed)
+
+
+EAGER_HEADERS = frozenset(_EAGER)
 
 _VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.I)
 _STATUS_RE = re.compile(r"[1-6][0-9][0-9]")
@@ -108,12 +157,14 @@ def _parse_head(head: bytes, limits: Limits, *, stream: bool) -> tuple[Message, 
     """Parse start line and headers; return the message (no body yet) and its Content-Length
     (None when absent, or in datagram mode when several disagree)."""
     text = head.decode("utf-8", "surrogateescape")
-    line_count = text.count("\n")
-    if line_count != text.count("\r\n") or text.count("\r") != line_count:
+    lines = text.split("\r\n")
+    line_count = len(lines) - 1
+    # Every CR and LF must belong to a CRLF: a bare one could smuggle a header line through a
+    # proxy that re-serializes the raw value.
+    if text.count("\n") != line_count or text.count("\r") != line_count:
         raise SipParseError("bare CR or LF in the header section")
     if line_count > limits.max_header_count:
         raise SipParseError("too many header lines", status_hint=513)
-    lines = text.split("\r\n")
     folded = "\r\n " in text or "\r\n\t" in text
     if folded:
         lines = _unfold(lines)
@@ -160,54 +211,61 @@ def _parse_head(head: bytes, limits: Limits, *, stream: bool) -> tuple[Message, 
         message = request
 
     entries: list[tuple[str, str, str, str | None]] = []
+    typed: dict[str, Any] = {}
     check_line_length = len(text) > limits.max_header_line
-    cache_get = _name_cache.get
+    header_info = _header_info
     try:
         for index in range(1, len(lines)):
             line = lines[index]
             name, sep, value = line.partition(":")
             if not sep:
                 raise SipParseError(f"header line without ':': {line[:60]!r}")
-            key = cache_get(name)
-            if key is None:
-                key = canonical_key(name)
+            key, parser, splittable = header_info[name]
             if check_line_length and len(line) > limits.max_header_line:
                 raise SipParseError("header line too long", header=key, status_hint=513)
             if folded and "\r\n" in value:
                 value = _FOLD_RE.sub(" ", value)
             value = value.strip(" \t")
-            if key in COMMA_SPLIT_HEADERS and "," in value:
+            if splittable and "," in value:
                 for element in split_comma_list(value, key):
                     entries.append((key, name, element, None))
+                    if parser is not None:
+                        _store_typed(typed, key, element, parser)
                 continue
             entries.append((key, name, value, line))
+            if parser is not None:
+                # _store_typed inlined: this runs for most header lines
+                if key == "via":
+                    if TOP_VIA in typed:
+                        Via.validate(value)
+                    else:
+                        typed[TOP_VIA] = Via.parse(value)
+                else:
+                    parsed = parser(value)
+                    values = typed.get(key)
+                    if values is None:
+                        typed[key] = [parsed]
+                    else:
+                        values.append(parsed)
 
         headers = Headers._from_entries(entries)
+        headers._typed = typed
         message.headers = headers
-        # Eager validation of the headers everyone reads (module docstring).
-        typed = headers._typed
-        for key, _name, value, _raw in entries:
-            if key in EAGER_HEADERS:
-                parsed = VALUE_PARSERS[key](value)
-                values = typed.get(key)
-                if values is None:
-                    typed[key] = [parsed]
-                else:
-                    values.append(parsed)
-        for key in EAGER_HEADERS:
-            if key not in typed:
-                typed[key] = []
         if not is_response:
             method = message.method  # type: ignore[attr-defined]
-            for cseq in typed["cseq"]:
+            for cseq in typed.get("cseq", ()):
                 if cseq.method != method:
                     raise SipParseError("CSeq method does not match the request", header="cseq")
-        lengths = typed["content-length"]
-        content_length: int | None = lengths[0] if lengths else None
-        if len(lengths) > 1 and any(length != content_length for length in lengths):
-            if stream:
-                raise SipParseError("conflicting Content-Length values", header="content-length")
-            content_length = None  # datagram: framing unknown, the body is the rest of it
+        lengths = typed.get("content-length")
+        content_length: int | None = None
+        if lengths is not None:
+            content_length = lengths[0]
+            if len(lengths) > 1 and any(length != content_length for length in lengths):
+                if stream:
+                    raise SipParseError(
+                        "conflicting Content-Length values", header="content-length"
+                    )
+                content_length = None  # datagram: framing unknown, the body is the rest of it
     except SipParseError as exc:
         exc.is_response = is_response
         if exc.headers is None and entries:
