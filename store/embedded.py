@@ -103,8 +103,16 @@ CREATE TABLE IF NOT EXISTS blob_chunks (
 """
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_UPSERT_DOC = (
+    "INSERT INTO docs (db, id, rev, deleted, seq, body) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (db, id) DO UPDATE SET rev = excluded.rev, deleted = excluded.deleted, "
+    "seq = excluded.seq, body = excluded.body"
+)
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(value)
 
 
 def _rev_number(rev: str) -> int:
@@ -114,12 +122,7 @@ def _rev_number(rev: str) -> int:
         raise BadRequest(f"invalid rev format: {rev!r}") from exc
 
 
-def _next_rev(previous: str | None, deleted: bool, body: dict[str, Any]) -> str:
-    """``N-<md5>``: N counts revisions, the hash covers what the revision contains."""
-    number = _rev_number(previous) + 1 if previous else 1
-    content = {k: v for k, v in body.items() if k not in ("_id", "_rev")}
-    digest = hashlib.md5(_dumps([deleted, previous, content]).encode(), usedforsecurity=False)
-    return f"{number}-{digest.hexdigest()}"
+_Row = tuple[str, int, str]  # (rev, deleted, body JSON) of a stored document
 
 
 def _attachment_digest(md5: Any) -> str:
@@ -299,7 +302,7 @@ class EmbeddedStore(Store):
         check_db_name(db)
         with self._write() as conn:
             self._require_db(conn, db)
-            return self._write_doc(conn, db, doc)
+            return self._write_doc(conn, db, doc)[0]
 
     def delete(self, db: str, doc_id: str, rev: str) -> str:
         check_db_name(db)
@@ -308,7 +311,7 @@ class EmbeddedStore(Store):
             row = conn.execute("SELECT rev, deleted FROM docs WHERE db = ? AND id = ?", (db, doc_id)).fetchone()
             if row is None or row[1]:
                 raise NotFound("missing" if row is None else "deleted", db=db, doc_id=doc_id)
-            saved = self._write_doc(conn, db, {"_id": doc_id, "_rev": rev, "_deleted": True})
+            saved, _ = self._write_doc(conn, db, {"_id": doc_id, "_rev": rev, "_deleted": True})
         return str(saved["_rev"])
 
     def bulk_docs(self, db: str, docs: Sequence[dict[str, Any]]) -> list[BulkResult]:
@@ -316,13 +319,47 @@ class EmbeddedStore(Store):
         results: list[BulkResult] = []
         with self._write() as conn:
             self._require_db(conn, db)
+            # One SELECT for the whole batch; later documents of the batch see earlier ones.
+            wanted = list({d["_id"] for d in docs if isinstance(d, dict) and isinstance(d.get("_id"), str)})
+            current: dict[str, _Row] = {}
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" for _ in chunk)
+                for doc_id, rev, deleted, body in conn.execute(
+                    f"SELECT id, rev, deleted, body FROM docs WHERE db = ? AND id IN ({marks})", (db, *chunk)
+                ):
+                    current[doc_id] = (rev, deleted, body)
+            seq = int(conn.execute("SELECT update_seq FROM dbs WHERE name = ?", (db,)).fetchone()[0])
+            # Rows are written together at the end (one executemany), except around a document
+            # with attachments, which is written in order inside a savepoint.
+            pending: list[tuple[Any, ...]] = []
             for doc in docs:
+                has_attachments = isinstance(doc, dict) and bool(doc.get("_attachments"))
+                if has_attachments:
+                    conn.executemany(_UPSERT_DOC, pending)
+                    pending = []
+                    # Blobs are written before the document: undo them if the document fails.
+                    conn.execute("SAVEPOINT bulk_doc")
                 try:
-                    saved = self._write_doc(conn, db, doc)
+                    doc_id = doc.get("_id") if isinstance(doc, dict) else None
+                    row = current.get(doc_id) if isinstance(doc_id, str) else None
+                    saved, written = self._write_doc(
+                        conn, db, doc, seq=seq + 1, current=row, pending=None if has_attachments else pending
+                    )
                 except (Conflict, BadRequest) as exc:
-                    results.append(BulkResult(id=str(doc.get("_id", "")), error=exc.error_id, reason=exc.reason))
-                else:
-                    results.append(BulkResult(id=saved["_id"], rev=saved["_rev"]))
+                    if has_attachments:
+                        conn.execute("ROLLBACK TO bulk_doc")
+                        conn.execute("RELEASE bulk_doc")
+                    doc_id = doc.get("_id", "") if isinstance(doc, dict) else ""
+                    results.append(BulkResult(id=str(doc_id), error=exc.error_id, reason=exc.reason))
+                    continue
+                if has_attachments:
+                    conn.execute("RELEASE bulk_doc")
+                seq += 1
+                current[saved["_id"]] = written
+                results.append(BulkResult(id=saved["_id"], rev=saved["_rev"]))
+            conn.executemany(_UPSERT_DOC, pending)
+            conn.execute("UPDATE dbs SET update_seq = ? WHERE name = ?", (seq, db))
         return results
 
     def _write_doc(
@@ -331,19 +368,29 @@ class EmbeddedStore(Store):
         db: str,
         doc: dict[str, Any],
         stored_attachments: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+        *,
+        seq: int | None = None,
+        current: _Row | None = None,
+        pending: list[tuple[Any, ...]] | None = None,
+    ) -> tuple[dict[str, Any], _Row]:
         """Apply CouchDB's revision rules and write one document inside the caller's transaction.
 
         ``stored_attachments`` are stubs of blobs the caller just wrote for this revision.
+        A bulk write passes the document's current row (``current``; None = absent) and the
+        sequence to use (``seq``), and moves ``dbs.update_seq`` itself; with ``pending`` the row
+        is appended there for the caller to write instead of written now.
+        Returns the stored document and its new row.
         """
         if not isinstance(doc, dict):
             raise BadRequest("document must be a JSON object", db=db)
         body = dict(doc)
-        doc_id = check_doc_id(body.get("_id") or new_doc_id())
-        body["_id"] = doc_id
+        doc_id = check_doc_id(body.pop("_id", None) or new_doc_id())
         given_rev = body.pop("_rev", None)
         deleted = bool(body.pop("_deleted", False))
-        row = conn.execute("SELECT rev, deleted, body FROM docs WHERE db = ? AND id = ?", (db, doc_id)).fetchone()
+        if seq is None:
+            row = conn.execute("SELECT rev, deleted, body FROM docs WHERE db = ? AND id = ?", (db, doc_id)).fetchone()
+        else:
+            row = current
         if row is None:
             if given_rev is not None:
                 raise Conflict("Document update conflict", db=db, doc_id=doc_id)
@@ -354,36 +401,41 @@ class EmbeddedStore(Store):
             if given_rev is None and not was_deleted or given_rev is not None and given_rev != current_rev:
                 raise Conflict("Document update conflict", db=db, doc_id=doc_id)
             previous_rev = current_rev
-            old_stubs = {} if was_deleted else json.loads(old_body).get("_attachments", {})
+            old_stubs = {} if was_deleted or '"_attachments"' not in old_body else json.loads(old_body).get("_attachments", {})
         if given_rev is not None:
             _rev_number(given_rev)
         if stored_attachments:
             old_stubs = {**old_stubs, **stored_attachments}
         new_number = _rev_number(previous_rev) + 1 if previous_rev else 1
         stubs = {} if deleted else self._resolve_attachments(conn, db, doc_id, body, old_stubs, new_number)
-        self._drop_attachments(conn, db, doc_id, keep=set(stubs))
+        if old_stubs or stubs:
+            self._drop_attachments(conn, db, doc_id, keep=set(stubs))
+        body.pop("_attachments", None)
         if stubs:
             body["_attachments"] = stubs
-        else:
-            body.pop("_attachments", None)
         if deleted:
             body["_deleted"] = True
-        new_rev = _next_rev(previous_rev, deleted, body)
-        body["_rev"] = new_rev
-        # Key order as CouchDB returns it: _id and _rev first.
-        stored = {"_id": doc_id, "_rev": new_rev, **{k: v for k, v in body.items() if k not in ("_id", "_rev")}}
-        seq = self._bump_seq(conn, db)
         try:
-            encoded = _dumps(stored)
+            content = _dumps(body)
         except (TypeError, ValueError) as exc:
             raise BadRequest(f"document is not JSON: {exc}", db=db, doc_id=doc_id) from exc
-        conn.execute(
-            "INSERT INTO docs (db, id, rev, deleted, seq, body) VALUES (?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (db, id) DO UPDATE SET rev = excluded.rev, deleted = excluded.deleted, "
-            "seq = excluded.seq, body = excluded.body",
-            (db, doc_id, new_rev, int(deleted), seq, encoded),
-        )
-        return stored
+        # The rev hash covers the previous rev and the content, so equal edits of different
+        # revisions never share a rev.
+        digest = hashlib.md5(f"{int(deleted)}|{previous_rev}|".encode(), usedforsecurity=False)
+        digest.update(content.encode())
+        new_rev = f"{new_number}-{digest.hexdigest()}"
+        # Key order as CouchDB returns it: _id and _rev first.
+        head = '{"_id":' + _dumps(doc_id) + ',"_rev":"' + new_rev + '"'
+        encoded = head + ("}" if content == "{}" else "," + content[1:])
+        if seq is None:
+            seq = self._bump_seq(conn, db)
+        params = (db, doc_id, new_rev, int(deleted), seq, encoded)
+        if pending is None:
+            conn.execute(_UPSERT_DOC, params)
+        else:
+            pending.append(params)
+        stored = {"_id": doc_id, "_rev": new_rev, **body}
+        return stored, (new_rev, int(deleted), encoded)
 
     @staticmethod
     def _bump_seq(conn: sqlite3.Connection, db: str) -> int:
@@ -752,7 +804,7 @@ class EmbeddedStore(Store):
                 body["_rev"] = previous
                 if previous is None:
                     body.pop("_rev")
-                saved = self._write_doc(conn, db, body, stored_attachments={name: stub})
+                saved, _ = self._write_doc(conn, db, body, stored_attachments={name: stub})
         return str(saved["_rev"])
 
     def open_attachment(self, db: str, doc_id: str, name: str) -> AttachmentReader:
@@ -792,7 +844,7 @@ class EmbeddedStore(Store):
                 raise NotFound("missing attachment", db=db, doc_id=f"{doc_id}/{name}")
             del attachments[name]
             body["_attachments"] = attachments
-            saved = self._write_doc(conn, db, body)
+            saved, _ = self._write_doc(conn, db, body)
         return str(saved["_rev"])
 
     # -- maintenance -------------------------------------------------------------------------

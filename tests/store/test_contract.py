@@ -539,3 +539,24 @@ def test_update_doc_retries_on_conflict(store: Store, dbname: Callable[[str], st
     assert result["n"] == 11 and calls == 2
     created = update_doc(store, db, "fresh", lambda d: {**d, "n": 1}, create={"n": 0})
     assert created["n"] == 1 and rev_number(created["_rev"]) == 1
+
+
+def test_bulk_docs_with_repeated_ids_and_inline_attachments(store: Store, dbname: Callable[[str], str]) -> None:
+    db = dbname("bulkmix")
+    store.create_db(db)
+    results = store.bulk_docs(
+        db,
+        [
+            {"_id": "dup", "v": 1},
+            {"_id": "plain", "v": 1},
+            {"_id": "dup", "v": 2},
+            {"_id": "att", "_attachments": {"a.txt": {"content_type": "text/plain", "data": "YWJj"}}},
+            {"_id": "after", "v": 1},
+        ],
+    )
+    assert [r.ok for r in results] == [True, True, False, True, True]
+    assert results[2].error == "conflict"
+    assert store.get(db, "dup")["v"] == 1
+    assert store.get_attachment(db, "att", "a.txt") == (b"abc", "text/plain")
+    # CouchDB does not order the changes of one bulk request (shards write in parallel).
+    assert sorted(c.id for c in store.changes(db).results) == ["after", "att", "dup", "plain"]
