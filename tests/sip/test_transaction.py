@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protocols.sip.headers import Via
 from protocols.sip.message import Request, Response, make_response
@@ -596,3 +598,111 @@ def test_many_transactions_timer_heap_orders_deadlines() -> None:
     assert len(sent(layer)) == 1
     layer.handle_timer(0.5 + 49 * 0.01)
     assert len(sent(layer)) == 49
+
+
+# -- randomized sequences: the state machines never crash and keep their invariants ---------
+
+_client_step = st.one_of(
+    st.tuples(st.just("response"), st.sampled_from([100, 180, 183, 200, 302, 486, 503])),
+    st.tuples(st.just("time"), st.floats(0.0, 40.0)),
+    st.tuples(st.just("cancel"), st.just(0)),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    method=st.sampled_from(["INVITE", "OPTIONS"]),
+    transport=st.sampled_from(["UDP", "TCP"]),
+    steps=st.lists(_client_step, max_size=12),
+)
+def test_client_transaction_random_sequences(
+    method: str, transport: str, steps: list[tuple[str, float]]
+) -> None:
+    layer = TransactionLayer()
+    req = request(method, transport=transport)
+    transaction = layer.send_request(req, PEER, transport, now=0.0)
+    now = 0.0
+    finals: list[int] = []
+    for kind, value in steps:
+        if kind == "response":
+            layer.receive(response_to(req, int(value)), PEER, transport, now)
+        elif kind == "time":
+            now += value
+            layer.handle_timer(now)
+        else:
+            layer.cancel(transaction, now)
+        for event in layer.events():
+            if isinstance(event, ResponseReceived) and event.transaction is transaction:
+                if event.response.status >= 300:
+                    finals.append(event.response.status)
+        for item in sent(layer):
+            if item.message is not req and isinstance(item.message, Request):
+                assert item.message.method in ("ACK", "CANCEL")
+                if item.message.method == "ACK":
+                    assert method == "INVITE"
+    # At most one non-2xx final response reaches the TU.
+    assert len(finals) <= 1
+    if transaction.terminated:
+        assert transaction.timers == {}
+        assert transaction not in layer.client_transactions
+
+
+_server_step = st.one_of(
+    st.tuples(st.just("retransmit"), st.just(0)),
+    st.tuples(st.just("respond"), st.sampled_from([180, 200, 404, 486])),
+    st.tuples(st.just("ack"), st.just(0)),
+    st.tuples(st.just("time"), st.floats(0.0, 40.0)),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    method=st.sampled_from(["INVITE", "OPTIONS"]),
+    transport=st.sampled_from(["UDP", "TCP"]),
+    steps=st.lists(_server_step, max_size=12),
+)
+def test_server_transaction_random_sequences(
+    method: str, transport: str, steps: list[tuple[str, int]]
+) -> None:
+    layer = TransactionLayer()
+    req = request(method, transport=transport)
+    layer.receive(req, PEER, transport, 0.0)
+    (first,) = [e for e in layer.events() if isinstance(e, RequestReceived)]
+    transaction = first.transaction
+    sent(layer)  # the automatic 100 Trying
+    now = 0.0
+    final_sent = False
+    for kind, value in steps:
+        if kind == "retransmit":
+            layer.receive(req, PEER, transport, now)
+        elif kind == "respond":
+            status = int(value)
+            allowed = not transaction.terminated and (
+                transaction.state in (TransactionState.TRYING, TransactionState.PROCEEDING)
+                or (transaction.state is TransactionState.ACCEPTED and status == 200)
+            )
+            if allowed:
+                layer.respond(transaction, make_response(req, status, to_tag="t"), now)
+                final_sent = final_sent or status >= 200
+            else:
+                with pytest.raises(ValueError):
+                    layer.respond(transaction, make_response(req, status, to_tag="t"), now)
+        elif kind == "ack":
+            ack = request("ACK", transport=transport, cseq_method="ACK", to_tag="t")
+            layer.receive(ack, PEER, transport, now)
+        else:
+            now += value
+            layer.handle_timer(now)
+        # The TU hears of the request once; retransmissions are absorbed.
+        assert not any(
+            isinstance(e, RequestReceived) and e.transaction is transaction for e in layer.events()
+        )
+        if transport == "TCP":
+            # Reliable transports never retransmit on timers: at most one message per step.
+            assert len(sent(layer)) <= 1
+        else:
+            sent(layer)
+    if transaction.terminated:
+        assert transaction.timers == {}
+    elif final_sent:
+        assert layer.get_timer() is not None
