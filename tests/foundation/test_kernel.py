@@ -370,6 +370,53 @@ def test_normal_and_shutdown_exits_do_not_kill_linked_actors(
     assert linked.call("seen") == []
 
 
+def test_exit_signal_to_a_trapping_actor_names_the_sender(
+    start: Callable[..., ActorRef],
+) -> None:
+    trapper_actor = ExitTrapper()
+    trapper = start(trapper_actor)
+
+    class Signaller(Recorder):
+        def handle_cast(self, msg: Any) -> None:
+            trapper.exit("go away")
+
+    signaller = start(Signaller())
+    signaller.send("signal")
+    wait_until(lambda: len(trapper_actor.signals) == 1, "the Exit message")
+    # erlang:exit(Pid, Reason) reaches a trapping Pid as {'EXIT', From, Reason}.
+    assert trapper_actor.signals == [Exit(signaller, "go away")]
+
+
+def test_exit_signal_kills_a_non_trapping_actor_unless_normal(
+    start: Callable[..., ActorRef],
+) -> None:
+    spared, killed = start(Recorder()), start(Recorder())
+    spared.exit(NORMAL)
+    killed.exit("go away")
+    killed.join(POLL_LIMIT_S)
+    assert killed.exit_reason == "go away"
+    assert spared.call("seen") == []
+
+
+def test_send_after_delivers_later_and_cancel_timer_prevents_it(
+    start: Callable[..., ActorRef],
+) -> None:
+    class Scheduler(Recorder):
+        def handle_cast(self, msg: Any) -> None:
+            if msg == "schedule":
+                self.send_after(0.01, "kept")
+                self.cancel_timer(self.send_after(0.01, "cancelled"))
+                self.send_after(0.02, "last")
+            else:
+                self.seen.append(msg)
+
+    actor = Scheduler()
+    ref = start(actor)
+    ref.send("schedule")
+    wait_until(lambda: "last" in actor.seen, "the last timer")
+    assert actor.seen == ["kept", "last"]
+
+
 def test_linking_to_a_dead_actor_gives_noproc(start: Callable[..., ActorRef]) -> None:
     dead = start(Recorder())
     dead.stop()

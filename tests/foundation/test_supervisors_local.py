@@ -555,6 +555,24 @@ def test_killed_supervisor_takes_its_children_down(
     assert all(ref.exit_reason == KILLED for ref in refs.values())
 
 
+def test_killed_supervisor_stops_a_nested_supervisor_and_its_children(
+    supervise: Callable[..., ActorRef], journal: Journal,
+) -> None:
+    inner_instances: list[Supervisor] = []
+
+    def make_inner() -> Supervisor:
+        inner = Supervisor([worker_spec(journal, "leaf")], name="test-sup-inner")
+        inner_instances.append(inner)
+        return inner
+
+    outer = supervise([ChildSpec("inner", make_inner, type="supervisor")])
+    inner, leaf = inner_instances[0].ref, journal.refs["leaf"]
+    outer.kill()
+    wait_until(lambda: not inner.is_alive and not leaf.is_alive, "the subtree to stop")
+    assert inner.exit_reason == KILLED  # a supervisor exits with its parent's reason
+    assert journal.terminate_reasons["leaf"] == [SHUTDOWN]  # stopped by its own supervisor
+
+
 # --- the API -------------------------------------------------------------------------------
 
 
@@ -587,6 +605,38 @@ def test_start_child_whose_init_fails_raises_and_adds_nothing(
     assert sup.is_alive
 
 
+def test_start_child_whose_start_function_raises_adds_nothing(
+    supervise: Callable[..., ActorRef], journal: Journal,
+) -> None:
+    def broken_factory() -> Actor:
+        raise ValueError("cannot build the actor")
+
+    sup = supervise([worker_spec(journal, "a")])
+    with pytest.raises(SupervisorError, match="cannot build the actor"):
+        start_child(sup, ChildSpec("broken", broken_factory))
+    assert [c["id"] for c in which_children(sup)] == ["a"]
+
+
+def test_start_function_raising_on_restart_counts_against_intensity(
+    supervise: Callable[..., ActorRef], journal: Journal,
+) -> None:
+    builds: list[str] = []
+
+    def factory_that_breaks_after_first_use() -> Actor:
+        builds.append("build")
+        if len(builds) > 1:
+            raise ValueError("config went bad")
+        return Worker(journal, "w")
+
+    sup = supervise([ChildSpec("w", factory_that_breaks_after_first_use)],
+                    flags("one_for_one", intensity=3))
+    journal.refs["w"].send("crash")
+    # As a failing start: retried while within the intensity, then escalated (OTP treats an
+    # exception in the start function as {error, Reason}); not a crash of the supervisor.
+    assert sup.join(POLL_LIMIT_S) == MAX_INTENSITY_REASON
+    assert len(builds) == 1 + 3
+
+
 def test_terminate_restart_and_delete_child(
     supervise: Callable[..., ActorRef], journal: Journal,
 ) -> None:
@@ -608,6 +658,20 @@ def test_terminate_restart_and_delete_child(
     delete_child(sup, "b")
     assert [c["id"] for c in which_children(sup)] == ["a"]
     assert count_children(sup) == {"specs": 1, "active": 1, "supervisors": 0, "workers": 1}
+
+
+def test_terminate_child_forgets_a_temporary_child(
+    supervise: Callable[..., ActorRef], journal: Journal,
+) -> None:
+    sup = supervise([worker_spec(journal, "a"), worker_spec(journal, "temp", "temporary")])
+    temp = journal.refs["temp"]
+    terminate_child(sup, "temp")
+    assert temp.exit_reason == SHUTDOWN
+    # OTP: "If the child is temporary, the child specification is deleted as soon as the
+    # process terminates" -- restart_child cannot bring it back.
+    assert [c["id"] for c in which_children(sup)] == ["a"]
+    with pytest.raises(SupervisorError):
+        restart_child(sup, "temp")
 
 
 @pytest.mark.parametrize("operation", [terminate_child, restart_child, delete_child])
