@@ -206,6 +206,19 @@ def test_target_refresh_by_2xx_to_reinvite_and_end_on_481() -> None:
         dialog.create_request("BYE")
 
 
+def test_update_is_a_target_refresh_in_both_directions() -> None:
+    dialog = uac_dialog()
+    update = dialog.create_request("UPDATE", body=b"v=0\r\n", content_type="application/sdp")
+    assert update.contact is not None and update.cseq.method == "UPDATE"
+    dialog.receive_response(
+        update, response(200, contact="<sip:bob@updated.example.com>", cseq="3 UPDATE")
+    )
+    assert str(dialog.remote_target) == "sip:bob@updated.example.com"
+    uas, _ = uas_dialog()
+    assert uas.receive_request(incoming("UPDATE", 314160, "<sip:alice@u.example.com>")) is None
+    assert str(uas.remote_target) == "sip:alice@u.example.com"
+
+
 def test_bye_2xx_terminates() -> None:
     dialog = uac_dialog()
     bye = dialog.create_request("BYE")
