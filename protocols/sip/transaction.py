@@ -517,9 +517,11 @@ class TransactionLayer:
         if state not in (TransactionState.TRYING, TransactionState.PROCEEDING):
             raise ValueError(f"cannot send {status} in state {state.value}")
         transaction.last_response = response
-        to_tag = response.to.tag
-        if to_tag:
-            transaction.response_to_tag = to_tag
+        if transaction.key[0] == "2543":
+            # Only RFC 2543 ACK matching needs our To tag; parsing To costs time otherwise.
+            to_tag = response.to.tag
+            if to_tag:
+                transaction.response_to_tag = to_tag
         self._emit(transaction, response)
         if status < 200:
             transaction.state = TransactionState.PROCEEDING
