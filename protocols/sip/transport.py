@@ -36,6 +36,7 @@ from protocols.sip.transaction import (
     Outgoing,
     ServerTransaction,
     TransactionLayer,
+    is_reliable,
 )
 from protocols.sip.validate import error_response
 
@@ -353,6 +354,21 @@ class TcpTransport:
         gevent.killall(self._greenlets, block=False)
 
 
+def _reliable_response_fallback(item: Outgoing) -> Address | None:
+    """RFC 3261 18.2.2: a response over a reliable transport goes on the connection the request
+    came in on; when that connection is gone, the server connects to the ``received`` address
+    (or sent-by host) at the sent-by port instead."""
+    message = item.message
+    if not isinstance(message, Response) or not is_reliable(item.transport) or not message.vias:
+        return None
+    via = message.vias[0]
+    host = via.received or via.host
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    target = (host, via.port or 5060)
+    return target if target != item.destination else None
+
+
 class TransactionRunner:
     """Runs a :class:`TransactionLayer` on gevent: feeds it what the transports receive, puts
     what it wants to send on the right transport, fires its timers, and hands its events to
@@ -448,12 +464,22 @@ class TransactionRunner:
 
     def _send(self, item: Outgoing) -> None:
         transport = self._transports.get(item.transport)
+        if transport is None:
+            self.layer.transport_failed(item, f"no {item.transport} transport", self._clock())
+            return
         try:
-            if transport is None:
-                raise OSError(f"no {item.transport} transport")
             transport.send(item.data, item.destination)
+            return
         except OSError as error:
-            self.layer.transport_failed(item, str(error), self._clock())
+            failure = str(error)
+        fallback = _reliable_response_fallback(item)
+        if fallback is not None:
+            try:
+                transport.send(item.data, fallback)
+                return
+            except OSError as error:
+                failure = f"{failure}; then {fallback}: {error}"
+        self.layer.transport_failed(item, failure, self._clock())
 
     def _timer_loop(self) -> None:
         while not self._stopped:

@@ -721,3 +721,23 @@ def test_runner_answers_through_the_listener_the_request_came_in_on() -> None:
         runner.stop()
         main.close()
         alg.close()
+
+
+def test_tcp_response_falls_back_to_via_sent_by_when_the_connection_is_gone() -> None:
+    endpoint = Endpoint("TCP")
+    phone = Collector()
+    phone_listener = TcpTransport(LOOPBACK, 0, phone.on_message).start()
+    phone_host, phone_port = phone_listener.local_address
+    try:
+        raw = gevent_socket.create_connection((endpoint.host, endpoint.port))
+        via = f"SIP/2.0/TCP {phone_host}:{phone_port};branch=z9hG4bK-gone".encode()
+        raw.sendall(OPTIONS.replace(b"SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bK-loop-1", via))
+        received = endpoint.next_request()
+        raw.close()
+        gevent.sleep(0.1)  # let the endpoint notice the closed connection
+        endpoint.runner.respond(received.transaction, make_response(received.request, 200))
+        response, _ = phone.messages.get(timeout=5)
+        assert isinstance(response, Response) and response.status == 200
+    finally:
+        phone_listener.close()
+        endpoint.close()
