@@ -200,6 +200,7 @@ def test_one_for_all_restarts_every_child_stopping_siblings_in_reverse_order(
         ("terminate", "c"), ("terminate", "a"),  # siblings, reverse start order
         ("init", "a"), ("init", "b"), ("init", "c"),  # all again, in start order
     ]
+    assert [c["restarts"] for c in which_children(sup)] == [1, 1, 1]
 
 
 def test_rest_for_one_restarts_the_crashed_child_and_those_started_after_it(
