@@ -54,7 +54,7 @@ import gevent.socket
 
 from bus import metrics
 from bus.errors import BusError, PublishNotConfirmed
-from bus.routing import DIRECT, FANOUT, ExchangeType, topic_matcher
+from bus.routing import DIRECT, FANOUT, ExchangeType, TopicTrie
 from bus.transport import Bus, Consumer
 
 __all__ = ["LocalBus"]
@@ -72,7 +72,16 @@ _ROUTE_CACHE_LIMIT = 20_000
 
 
 class _Registry:
-    """Bindings and exchanges shared by the node's processes (SQLite WAL + generation mmap)."""
+    """Bindings and exchanges shared by the node's processes (SQLite WAL + generation mmap).
+
+    Every change is also appended to a journal, so a process that saw sequence N applies
+    only what came after N instead of reloading every binding; per-call bindings come and go
+    all the time and a full reload per change would grow with the number of live calls.
+    """
+
+    # Journal rows older than this many changes are pruned; a process further behind
+    # reloads everything.
+    JOURNAL_KEEP = 50_000
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -102,6 +111,12 @@ class _Registry:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS exchanges (name TEXT PRIMARY KEY, type TEXT NOT NULL)"
         )
+        # op: "+" binding added, "-" binding removed, "x" exchange declared (type in queue).
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS journal (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " op TEXT NOT NULL, owner TEXT NOT NULL, queue TEXT NOT NULL,"
+            " exchange TEXT NOT NULL, routing_key TEXT NOT NULL)"
+        )
 
     @staticmethod
     def _retry(operation: Callable[[], Any], deadline: float = 30.0) -> Any:
@@ -121,33 +136,106 @@ class _Registry:
     def changed(self) -> bool:
         return self._generation[:8] != self.seen
 
-    def write(self, statements: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
+    def _write(self, work: Callable[[sqlite3.Connection], None]) -> None:
         def transaction() -> None:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for sql, params in statements:
-                    self._db.execute(sql, params)
+                work(self._db)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 
         self._retry(transaction)
+        # After the commit: see the module docstring for why this order is safe.
         self._generation[:8] = os.urandom(8)
 
-    def load(self) -> tuple[list[tuple[str, str, str, str]], list[tuple[str, str]]]:
+    @classmethod
+    def _journal(cls, db: sqlite3.Connection, op: str, row: tuple[str, str, str, str]) -> None:
+        cursor = db.execute(
+            "INSERT INTO journal (op, owner, queue, exchange, routing_key) VALUES (?, ?, ?, ?, ?)",
+            (op, *row),
+        )
+        seq = cursor.lastrowid or 0
+        if seq % 1000 == 0:
+            db.execute("DELETE FROM journal WHERE seq <= ?", (seq - cls.JOURNAL_KEEP,))
+
+    def add_bindings(self, rows: Sequence[tuple[str, str, str, str]]) -> None:
+        """Rows of (owner, queue, exchange, routing_key)."""
+
+        def work(db: sqlite3.Connection) -> None:
+            for row in rows:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO bindings (owner, queue, exchange, routing_key)"
+                    " VALUES (?, ?, ?, ?)",
+                    row,
+                )
+                if cursor.rowcount == 1:
+                    self._journal(db, "+", row)
+
+        self._write(work)
+
+    def remove(self, owner: str, queue: str | None = None) -> None:
+        """Drop the bindings of one queue of ``owner``, or all of them."""
+
+        def work(db: sqlite3.Connection) -> None:
+            where: str = "owner = ?"
+            params: tuple[str, ...] = (owner,)
+            if queue is not None:
+                where, params = "owner = ? AND queue = ?", (owner, queue)
+            rows = db.execute(
+                f"SELECT owner, queue, exchange, routing_key FROM bindings WHERE {where}", params
+            ).fetchall()
+            db.execute(f"DELETE FROM bindings WHERE {where}", params)
+            for row in rows:
+                self._journal(db, "-", row)
+
+        self._write(work)
+
+    def declare_exchanges(self, exchanges: Sequence[tuple[str, str]]) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            for name, kind in exchanges:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO exchanges (name, type) VALUES (?, ?)", (name, kind)
+                )
+                if cursor.rowcount == 1:
+                    self._journal(db, "x", ("", kind, name, ""))
+
+        self._write(work)
+
+    def snapshot(self) -> tuple[list[tuple[str, str, str, str]], list[tuple[str, str]], int]:
+        """Every binding and exchange, and the journal sequence they correspond to."""
         # Token first, then the data: a change committed after this read bumps the token
         # again, so the next changed() sees it.
         self.seen = self._generation[:8]
 
-        def read() -> tuple[list[Any], list[Any]]:
-            bindings = self._db.execute(
-                "SELECT owner, queue, exchange, routing_key FROM bindings"
-            ).fetchall()
-            exchanges = self._db.execute("SELECT name, type FROM exchanges").fetchall()
-            return bindings, exchanges
+        def read() -> tuple[list[Any], list[Any], int]:
+            self._db.execute("BEGIN")
+            try:
+                bindings = self._db.execute(
+                    "SELECT owner, queue, exchange, routing_key FROM bindings"
+                ).fetchall()
+                exchanges = self._db.execute("SELECT name, type FROM exchanges").fetchall()
+                (seq,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM journal").fetchone()
+            finally:
+                self._db.execute("COMMIT")
+            return bindings, exchanges, int(seq)
 
         return self._retry(read)
+
+    def changes_since(self, seq: int) -> list[tuple[int, str, str, str, str, str]] | None:
+        """Journal entries after ``seq``, or None when some were pruned (reload instead)."""
+        self.seen = self._generation[:8]
+        rows = self._retry(
+            lambda: self._db.execute(
+                "SELECT seq, op, owner, queue, exchange, routing_key FROM journal"
+                " WHERE seq > ? ORDER BY seq",
+                (seq,),
+            ).fetchall()
+        )
+        if rows and rows[0][0] != seq + 1:
+            return None
+        return rows
 
     def owners(self) -> list[str]:
         rows = self._retry(
@@ -266,8 +354,11 @@ class LocalBus(Bus):
         self._registry = _Registry(directory)
         self._consumers: dict[str, list[Consumer]] = {}
         self._peers: dict[str, _Peer] = {}
-        self._direct: dict[str, dict[str, list[tuple[str, str]]]] = {}
-        self._patterns: dict[str, list[tuple[Callable[[str], bool] | None, str, str]]] = {}
+        # (queue, owner) pairs bound, by exchange, from the registry (see _refresh).
+        self._seq: int | None = None
+        self._direct: dict[str, dict[str, dict[tuple[str, str], None]]] = {}
+        self._fanout: dict[str, dict[tuple[str, str], None]] = {}
+        self._topics: dict[str, TopicTrie] = {}
         self._routes: dict[tuple[str, str], _Route] = {}
         self._turns = itertools.count()
         self._greenlets: list[gevent.Greenlet] = []
@@ -285,15 +376,9 @@ class LocalBus(Bus):
         return f"\0mirliton-bus/{self._namespace}/{owner}"
 
     def _declare_kazoo_exchanges(self) -> None:
-        self._registry.write(
-            [
-                ("INSERT OR IGNORE INTO exchanges (name, type) VALUES (?, ?)", (name, kind))
-                for name, kind in self._exchanges.items()
-            ]
-        )
+        self._registry.declare_exchanges(list(self._exchanges.items()))
 
     def _sweep_dead_owners(self) -> None:
-        dead = []
         for owner in self._registry.owners():
             if owner == self._owner:
                 continue
@@ -301,38 +386,58 @@ class LocalBus(Bus):
             try:
                 probe.connect(self._address(owner))
             except OSError:
-                dead.append(owner)
+                self._registry.remove(owner)
             finally:
                 probe.close()
-        if dead:
-            self._registry.write(
-                [("DELETE FROM bindings WHERE owner = ?", (owner,)) for owner in dead]
-            )
 
     def _refresh(self) -> None:
+        """Bring the routing tables up to date with the registry (one memory read if current)."""
         if not self._registry.changed():
             return
-        bindings, exchanges = self._registry.load()
-        for name, kind in exchanges:
-            if kind in ("direct", "topic", "fanout"):
-                self._exchanges.setdefault(name, cast(ExchangeType, kind))
-        direct: dict[str, dict[str, list[tuple[str, str]]]] = {}
-        patterns: dict[str, list[tuple[Callable[[str], bool] | None, str, str]]] = {}
-        matchers: dict[str, Callable[[str], bool]] = {}
-        for owner, queue, exchange, routing_key in bindings:
-            exchange_kind = self._exchanges.get(exchange)
-            if exchange_kind == DIRECT:
-                direct.setdefault(exchange, {}).setdefault(routing_key, []).append((queue, owner))
-            elif exchange_kind == FANOUT:
-                patterns.setdefault(exchange, []).append((None, queue, owner))
-            else:
-                matcher = matchers.get(routing_key)
-                if matcher is None:
-                    matcher = matchers[routing_key] = topic_matcher(routing_key)
-                patterns.setdefault(exchange, []).append((matcher, queue, owner))
-        self._direct = direct
-        self._patterns = patterns
+        changes = None if self._seq is None else self._registry.changes_since(self._seq)
+        if changes is None:
+            bindings, exchanges, seq = self._registry.snapshot()
+            self._direct, self._fanout, self._topics = {}, {}, {}
+            for name, kind in exchanges:
+                self._apply("x", "", kind, name, "")
+            for owner, queue, exchange, routing_key in bindings:
+                self._apply("+", owner, queue, exchange, routing_key)
+            self._seq = seq
+        else:
+            for seq, op, owner, queue, exchange, routing_key in changes:
+                self._apply(op, owner, queue, exchange, routing_key)
+                self._seq = seq
         self._routes = {}
+
+    def _apply(self, op: str, owner: str, queue: str, exchange: str, routing_key: str) -> None:
+        if op == "x":
+            if queue in ("direct", "topic", "fanout"):
+                self._exchanges.setdefault(exchange, cast(ExchangeType, queue))
+            return
+        target = (queue, owner)
+        kind = self._exchanges.get(exchange)
+        if kind == DIRECT:
+            keys = self._direct.setdefault(exchange, {})
+            if op == "+":
+                keys.setdefault(routing_key, {})[target] = None
+            else:
+                bound = keys.get(routing_key, {})
+                bound.pop(target, None)
+                if not bound:
+                    keys.pop(routing_key, None)
+        elif kind == FANOUT:
+            if op == "+":
+                self._fanout.setdefault(exchange, {})[target] = None
+            else:
+                self._fanout.get(exchange, {}).pop(target, None)
+        else:
+            trie = self._topics.get(exchange)
+            if trie is None:
+                trie = self._topics[exchange] = TopicTrie()
+            if op == "+":
+                trie.add(routing_key, target)
+            else:
+                trie.remove(routing_key, target)
 
     def _route(self, exchange: str, routing_key: str) -> _Route:
         self._refresh()
@@ -340,19 +445,18 @@ class LocalBus(Bus):
         route = self._routes.get(key)
         if route is not None:
             return route
-        owners_by_queue: dict[str, list[str]] = {}
-        if self._exchanges[exchange] == DIRECT:
-            pairs = self._direct.get(exchange, {}).get(routing_key, ())
-            for queue, owner in pairs:
-                owners = owners_by_queue.setdefault(queue, [])
-                if owner not in owners:
-                    owners.append(owner)
+        kind = self._exchanges[exchange]
+        targets: Any
+        if kind == DIRECT:
+            targets = self._direct.get(exchange, {}).get(routing_key, ())
+        elif kind == FANOUT:
+            targets = self._fanout.get(exchange, ())
         else:
-            for matcher, queue, owner in self._patterns.get(exchange, ()):
-                if matcher is None or matcher(routing_key):
-                    owners = owners_by_queue.setdefault(queue, [])
-                    if owner not in owners:
-                        owners.append(owner)
+            trie = self._topics.get(exchange)
+            targets = trie.match(routing_key) if trie is not None else ()
+        owners_by_queue: dict[str, list[str]] = {}
+        for queue, owner in targets:
+            owners_by_queue.setdefault(queue, []).append(owner)
         route = [(queue, tuple(owners)) for queue, owners in owners_by_queue.items()]
         if len(self._routes) >= _ROUTE_CACHE_LIMIT:
             self._routes = {}
@@ -416,7 +520,7 @@ class LocalBus(Bus):
         if self._peers.get(peer.owner) is peer:
             del self._peers[peer.owner]
         if not self._closed:
-            self._registry.write([("DELETE FROM bindings WHERE owner = ?", (peer.owner,))])
+            self._registry.remove(peer.owner)
 
     # --- receiving -------------------------------------------------------------------------
     def _deliver(self, exchange: str, routing_key: str, queue: str, body: bytes) -> bool:
@@ -487,15 +591,8 @@ class LocalBus(Bus):
     # --- consumers and exchanges ----------------------------------------------------------------
     def _start_consumer(self, consumer: Consumer) -> None:
         self._consumers.setdefault(consumer.queue, []).append(consumer)
-        self._registry.write(
-            [
-                (
-                    "INSERT OR IGNORE INTO bindings (owner, queue, exchange, routing_key)"
-                    " VALUES (?, ?, ?, ?)",
-                    (self._owner, consumer.queue, b.exchange, b.routing_key),
-                )
-                for b in consumer.bindings
-            ]
+        self._registry.add_bindings(
+            [(self._owner, consumer.queue, b.exchange, b.routing_key) for b in consumer.bindings]
         )
 
     def _cancel_consumer(self, consumer: Consumer) -> None:
@@ -505,14 +602,7 @@ class LocalBus(Bus):
         if not consumers:
             self._consumers.pop(consumer.queue, None)
             if not self._closed:
-                self._registry.write(
-                    [
-                        (
-                            "DELETE FROM bindings WHERE owner = ? AND queue = ?",
-                            (self._owner, consumer.queue),
-                        )
-                    ]
-                )
+                self._registry.remove(self._owner, consumer.queue)
 
     def _knows_exchange(self, name: str) -> bool:
         self._refresh()
@@ -523,9 +613,7 @@ class LocalBus(Bus):
         known = self._exchanges.get(name)
         if known is not None and known != kind:
             raise BusError(f"exchange {name!r} is a {known} exchange, not {kind}")
-        self._registry.write(
-            [("INSERT OR IGNORE INTO exchanges (name, type) VALUES (?, ?)", (name, kind))]
-        )
+        self._registry.declare_exchanges([(name, kind)])
 
     # --- lifecycle ------------------------------------------------------------------------------
     def flush(self, timeout: float = 5.0) -> None:
@@ -542,7 +630,7 @@ class LocalBus(Bus):
                 consumer._greenlet.kill(block=False)
         self._consumers.clear()
         try:
-            self._registry.write([("DELETE FROM bindings WHERE owner = ?", (self._owner,))])
+            self._registry.remove(self._owner)
         finally:
             self._listener.close()
             for peer in list(self._peers.values()):

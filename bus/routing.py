@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "DIRECT",
     "EXCHANGES",
     "FANOUT",
     "TOPIC",
+    "TopicTrie",
     "ExchangeType",
     "encode_key_word",
     "topic_matcher",
@@ -74,3 +75,88 @@ def topic_matcher(pattern: str) -> Callable[[str], bool]:
         return regex.match("." + routing_key) is not None
 
     return matches
+
+
+class _TrieNode:
+    __slots__ = ("children", "values")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _TrieNode] = {}
+        self.values: dict[Any, None] = {}
+
+
+class TopicTrie:
+    """Topic bindings indexed by word, as RabbitMQ's topic exchange does.
+
+    Matching walks the trie once per routing key instead of testing every binding, so a
+    ``callevt`` exchange with one ``call.*.<call-id>`` binding per live call routes each event
+    with a few dictionary lookups however many calls there are.
+    """
+
+    __slots__ = ("_root", "_size")
+
+    def __init__(self) -> None:
+        self._root = _TrieNode()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add(self, pattern: str, value: Any) -> None:
+        node = self._root
+        for word in pattern.split("."):
+            child = node.children.get(word)
+            if child is None:
+                child = node.children[word] = _TrieNode()
+            node = child
+        if value not in node.values:
+            node.values[value] = None
+            self._size += 1
+
+    def remove(self, pattern: str, value: Any) -> None:
+        path = [self._root]
+        words = pattern.split(".")
+        for word in words:
+            child = path[-1].children.get(word)
+            if child is None:
+                return
+            path.append(child)
+        if value not in path[-1].values:
+            return
+        del path[-1].values[value]
+        self._size -= 1
+        # Prune the branch it leaves empty.
+        for depth in range(len(words), 0, -1):
+            node = path[depth]
+            if node.values or node.children:
+                break
+            del path[depth - 1].children[words[depth - 1]]
+
+    def match(self, routing_key: str) -> list[Any]:
+        words = routing_key.split(".")
+        count = len(words)
+        found: dict[Any, None] = {}
+        seen: set[tuple[int, int]] = set()
+        stack = [(self._root, 0)]
+        while stack:
+            node, index = stack.pop()
+            state = (id(node), index)
+            if state in seen:
+                continue
+            seen.add(state)
+            children = node.children
+            hash_child = children.get("#")
+            if hash_child is not None:
+                # "#" takes zero or more words: continue after each possible amount.
+                for rest in range(index, count + 1):
+                    stack.append((hash_child, rest))
+            if index == count:
+                found.update(node.values)
+                continue
+            exact = children.get(words[index])
+            if exact is not None:
+                stack.append((exact, index + 1))
+            star = children.get("*")
+            if star is not None:
+                stack.append((star, index + 1))
+        return list(found)
