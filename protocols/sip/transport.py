@@ -157,10 +157,14 @@ class TcpConnection:
         sock: socket.socket,
         remote: Address,
         transport: TcpTransport,
+        *,
+        outbound: bool = False,
     ) -> None:
         self.socket = sock
         self.remote = remote
         self.transport = transport
+        # We opened it (we are the flow's client): RFC 5626 keepalive pings are ours to send.
+        self.outbound = outbound
         self.parser = StreamParser()
         self.write_lock = Semaphore()
         self.last_activity = time.monotonic()
@@ -252,8 +256,9 @@ class TcpTransport:
         self._on_parse_error = on_parse_error or _ignore_parse_error
         # Kazoo's Kamailio keeps TCP connections 3605 s; connections idle longer are closed.
         self.idle_timeout = idle_timeout
-        # Outbound connections send an RFC 5626 CRLFCRLF ping this often (None: never), which
-        # keeps NAT bindings and middleboxes from dropping the flow.
+        # Connections we opened send an RFC 5626 CRLFCRLF ping this often (None: never), which
+        # keeps NAT bindings and middleboxes from dropping the flow; peers that connected to us
+        # ping us, and get a CRLF pong.
         self.keepalive_interval = keepalive_interval
         self.connect_timeout = connect_timeout
         self._connections: dict[Address, TcpConnection] = {}
@@ -286,8 +291,10 @@ class TcpTransport:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._adopt(sock, (peer[0], peer[1]))
 
-    def _adopt(self, sock: socket.socket, remote: Address) -> TcpConnection:
-        connection = TcpConnection(sock, remote, self)
+    def _adopt(
+        self, sock: socket.socket, remote: Address, *, outbound: bool = False
+    ) -> TcpConnection:
+        connection = TcpConnection(sock, remote, self, outbound=outbound)
         previous = self._connections.get(remote)
         self._connections[remote] = connection
         if previous is not None:
@@ -315,7 +322,7 @@ class TcpTransport:
                 if now - connection.last_activity > self.idle_timeout:
                     log.debug("closing idle TCP connection to %s", connection.remote)
                     connection.close()
-                elif ping:
+                elif ping and connection.outbound:
                     try:
                         with connection.write_lock:
                             connection.socket.sendall(_DOUBLE_CRLF)
@@ -336,7 +343,7 @@ class TcpTransport:
             sock = socket.create_connection(destination, timeout=self.connect_timeout)
             sock.settimeout(None)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return self._adopt(sock, destination)
+            return self._adopt(sock, destination, outbound=True)
 
     def send(self, data: bytes, destination: Address) -> None:
         connection = self.connection_to(destination)

@@ -741,3 +741,31 @@ def test_tcp_response_falls_back_to_via_sent_by_when_the_connection_is_gone() ->
     finally:
         phone_listener.close()
         endpoint.close()
+
+
+def test_tcp_keepalive_pings_only_on_connections_we_opened() -> None:
+    collector = Collector()
+    transport = TcpTransport(LOOPBACK, 0, collector.on_message, keepalive_interval=0.1).start()
+    server = gevent_socket.socket(gevent_socket.AF_INET, gevent_socket.SOCK_STREAM)
+    server.bind((LOOPBACK, 0))
+    server.listen(1)
+    inbound = gevent_socket.create_connection(transport.local_address)
+    try:
+        transport.send(OPTIONS, server.getsockname())
+        peer, _ = server.accept()
+        peer.settimeout(5)
+        received = b""
+        while b"\r\n\r\n\r\n\r\n" not in received[len(OPTIONS) - 4 :]:
+            chunk = peer.recv(4096)
+            assert chunk, "connection closed before a keepalive ping"
+            received += chunk
+        assert received.startswith(OPTIONS)
+        peer.close()
+        # The connection the peer opened to us gets no pings from our side.
+        inbound.settimeout(0.4)
+        with pytest.raises(TimeoutError):
+            inbound.recv(16)
+    finally:
+        inbound.close()
+        server.close()
+        transport.close()
