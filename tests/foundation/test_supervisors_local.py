@@ -717,6 +717,18 @@ def test_which_children_describes_each_child(
     assert count_children(sup) == {"specs": 2, "active": 2, "supervisors": 1, "workers": 1}
 
 
+def test_unexpected_message_to_a_supervisor_is_logged_and_ignored(
+    supervise: Callable[..., ActorRef], journal: Journal, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="mirliton.supervisors")
+    sup = supervise([worker_spec(journal, "a")])
+    child = journal.refs["a"]
+    sup.send("stray message")  # as `Sup ! stray` in OTP: logged, the supervisor carries on
+    assert children_by_id(sup)["a"]["state"] == "running"  # ActorDead here if it crashed
+    assert child.is_alive and journal.inits("a") == 1
+    assert any("unexpected message" in r.getMessage() for r in caplog.records)
+
+
 # --- crashes are logged and restarted ------------------------------------------------------
 
 
