@@ -119,11 +119,15 @@ class UdpTransport:
         while not self._closed:
             try:
                 data, source = self._socket.recvfrom(_MAX_DATAGRAM)
-            except OSError:
+            except ConnectionRefusedError:
+                # ICMP port unreachable for an earlier send surfaces here on Linux; it says
+                # nothing about the next datagram, so keep reading.
+                continue
+            except OSError as error:
                 if self._closed:
                     return
-                # ICMP port unreachable surfaces as ECONNREFUSED on the next recv on Linux;
-                # it says nothing about the next datagram, so keep reading.
+                log.warning("UDP receive on %s failed: %s", self.key, error)
+                gevent.sleep(0.01)  # never spin on a persistent socket error
                 continue
             address: Address = (source[0], source[1])
             if is_keepalive(data):
