@@ -60,7 +60,7 @@ def open_store(url: str, data_dir: Path | str) -> Store:
 
     ``embedded`` → SQLite in ``data_dir/store.sqlite3``; ``http(s)://user:pass@host:port`` → CouchDB.
     """
-    if url == "embedded" or url.startswith("embedded:"):
+    if url == "embedded":
         from store.embedded import EmbeddedStore
 
         return EmbeddedStore(Path(data_dir))

@@ -146,6 +146,11 @@ def create_account(
 
     store.create_db(ACCOUNTS_DB, exist_ok=True)
     store.create_db(SYSTEM_CONFIG_DB, exist_ok=True)
+    # Realm lookups (here, and the registrar's later) read this index instead of scanning.
+    try:
+        store.create_index(ACCOUNTS_DB, ["pvt_type", "realm"], name="by_realm", ddoc="mirliton-accounts")
+    except Conflict:
+        pass  # another creator declared it at the same moment
 
     tree: list[str] = []
     if parent_id:

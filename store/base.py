@@ -33,6 +33,7 @@ __all__ = [
     "Seq",
     "Store",
     "check_db_name",
+    "check_doc_body",
     "check_doc_id",
     "new_doc_id",
 ]
@@ -62,6 +63,23 @@ def check_doc_id(doc_id: Any) -> str:
     if doc_id.startswith("_") and not doc_id.startswith(("_design/", "_local/")):
         raise BadRequest("only reserved document ids may start with underscore", doc_id=doc_id)
     return doc_id
+
+
+# The underscore fields CouchDB accepts at the top level of a document body.
+_SPECIAL_MEMBERS = {
+    "_id", "_rev", "_attachments", "_deleted", "_revisions", "_revs_info", "_conflicts",
+    "_deleted_conflicts", "_local_seq",
+}
+
+
+def check_doc_body(doc: Any) -> dict[str, Any]:
+    """CouchDB's rule for bodies: a JSON object whose ``_`` fields are only the special ones."""
+    if not isinstance(doc, dict):
+        raise BadRequest("document must be a JSON object")
+    for key in doc:
+        if isinstance(key, str) and key.startswith("_") and key not in _SPECIAL_MEMBERS:
+            raise BadRequest(f"doc_validation: Bad special document member: {key}", doc_id=str(doc.get("_id", "")))
+    return doc
 
 
 def new_doc_id() -> str:

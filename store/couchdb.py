@@ -51,6 +51,7 @@ from store.base import (
     Seq,
     Store,
     check_db_name,
+    check_doc_body,
     check_doc_id,
     new_doc_id,
 )
@@ -70,10 +71,20 @@ SERVER_COUCHDB = "couchdb"
 SERVER_POUCHDB = "pouchdb-server"
 
 _SKIP_BOOKMARK = "mirliton-skip:"
+# CouchDB's per-document bulk errors, as the interface's error ids.
+_BULK_ERRORS = {
+    "conflict": "conflict",
+    "doc_validation": "bad_request",
+    "bad_request": "bad_request",
+    "forbidden": "access_denied",
+    "unauthorized": "access_denied",
+}
 _ALL_PAGE_SIZE = 1000
 _UPLOAD_CHUNK = 256 * 1024
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _STREAM_HEADERS = {"Accept-Encoding": "identity"}
+# An attachment is answered in its own content type, whatever JSON the client prefers.
+_ATTACHMENT_HEADERS = {"Accept-Encoding": "identity", "Accept": "*/*"}
 
 # Exceptions raised before the request left this host: always safe to retry.
 _CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -325,9 +336,7 @@ class CouchDBStore(Store):
         return dict(self._call("GET", self._doc_url(db, doc_id), params=params, db=db, doc_id=doc_id))
 
     def put(self, db: str, doc: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(doc, dict):
-            raise BadRequest("document must be a JSON object", db=db)
-        body = dict(doc)
+        body = dict(check_doc_body(doc))
         doc_id = body.get("_id") or new_doc_id()
         body["_id"] = doc_id
         if body.get("_rev") is None:
@@ -342,25 +351,34 @@ class CouchDBStore(Store):
         return str(result["rev"])
 
     def bulk_docs(self, db: str, docs: Sequence[dict[str, Any]]) -> list[BulkResult]:
-        bodies = []
-        for doc in docs:
-            if not isinstance(doc, dict):
-                raise BadRequest("document must be a JSON object", db=db)
-            body = dict(doc)
-            # Ids are chosen here, not by the server, so the results can be matched to the input.
-            body["_id"] = body.get("_id") or new_doc_id()
+        results: list[BulkResult | None] = [None] * len(docs)
+        sent: list[tuple[int, dict[str, Any]]] = []
+        for position, doc in enumerate(docs):
+            try:
+                body = dict(check_doc_body(doc))
+                # Ids are chosen here, not by the server, so results match the input even when
+                # a retried request has to be reconciled.
+                body["_id"] = check_doc_id(body.get("_id") or new_doc_id())
+            except BadRequest as exc:
+                doc_id = doc.get("_id", "") if isinstance(doc, dict) else ""
+                results[position] = BulkResult(id=str(doc_id), error=exc.error_id, reason=exc.reason)
+                continue
             if body.get("_rev") is None:
                 body.pop("_rev", None)
-            bodies.append(body)
-        rows = self._call("POST", f"{self._wire_db(db)}/_bulk_docs", json_body={"docs": bodies}, db=db)
-        results = []
-        for body, row in zip(bodies, rows, strict=True):
-            if "error" in row:
-                error = "conflict" if row["error"] == "conflict" else str(row["error"])
-                results.append(BulkResult(id=str(row.get("id", body["_id"])), error=error, reason=row.get("reason")))
-            else:
-                results.append(BulkResult(id=str(row["id"]), rev=str(row["rev"])))
-        return results
+            sent.append((position, body))
+        if sent:
+            rows = self._call(
+                "POST", f"{self._wire_db(db)}/_bulk_docs", json_body={"docs": [b for _, b in sent]}, db=db
+            )
+            for (position, body), row in zip(sent, rows, strict=True):
+                if "error" in row:
+                    error = _BULK_ERRORS.get(str(row["error"]), str(row["error"]))
+                    results[position] = BulkResult(
+                        id=str(row.get("id", body["_id"])), error=error, reason=row.get("reason")
+                    )
+                else:
+                    results[position] = BulkResult(id=str(row["id"]), rev=str(row["rev"]))
+        return [r for r in results if r is not None]
 
     def all_docs(
         self,
@@ -552,7 +570,7 @@ class CouchDBStore(Store):
 
     def open_attachment(self, db: str, doc_id: str, name: str) -> AttachmentReader:
         url = f"{self._doc_url(db, doc_id)}/{quote(name, safe='')}"
-        response = self._request("GET", url, headers=_STREAM_HEADERS, stream=True)
+        response = self._request("GET", url, headers=_ATTACHMENT_HEADERS, stream=True)
         try:
             self._raise_for(response, db, f"{doc_id}/{name}")
         except StoreError:

@@ -46,6 +46,7 @@ from store.base import (
     Seq,
     Store,
     check_db_name,
+    check_doc_body,
     check_doc_id,
     new_doc_id,
 )
@@ -381,9 +382,7 @@ class EmbeddedStore(Store):
         is appended there for the caller to write instead of written now.
         Returns the stored document and its new row.
         """
-        if not isinstance(doc, dict):
-            raise BadRequest("document must be a JSON object", db=db)
-        body = dict(doc)
+        body = dict(check_doc_body(doc))
         doc_id = check_doc_id(body.pop("_id", None) or new_doc_id())
         given_rev = body.pop("_rev", None)
         deleted = bool(body.pop("_deleted", False))

@@ -57,14 +57,15 @@ def server_flavor(info: dict[str, object]) -> str:
     return "pouchdb-server" if "express-pouchdb" in info else "couchdb"
 
 
-def start_pouchdb_server(workdir: Path) -> tuple[str, subprocess.Popen[bytes]]:
-    """Start pouchdb-server in memory; returns its URL and process. The caller stops it."""
+def start_pouchdb_server(workdir: Path, port: int | None = None) -> tuple[str, subprocess.Popen[bytes]]:
+    """Start pouchdb-server in memory (on ``port`` or a free one); returns its URL and process.
+    The caller stops it."""
     if not POUCHDB_BIN.exists():
         subprocess.run(["bash", str(INSTALL_SCRIPT), str(REPO_ROOT)], check=True)
     node = shutil.which("node")
     if node is None:
         raise RuntimeError("node is not installed (tests/services/setup.sh installs nodejs)")
-    port = _free_port()
+    port = port or _free_port()
     env = dict(os.environ)
     # Without this one malformed request kills the server (Node >= 15 dies on unhandled rejections).
     env["NODE_OPTIONS"] = "--unhandled-rejections=warn"
