@@ -2,6 +2,7 @@
 
     python -m tests.store.embedded_workers race DATA_DIR WORKER_ID ROUNDS INCREMENTS
     python -m tests.store.embedded_workers bulk DATA_DIR BATCH_SIZE
+    python -m tests.store.embedded_workers write DATA_DIR COUNT
 
 Each prints JSON lines on stdout; the tests read them.
 """
@@ -85,12 +86,23 @@ def bulk(data_dir: Path, batch_size: int) -> None:
         batch += 1
 
 
+def write(data_dir: Path, count: int) -> None:
+    """Writes ``count`` documents into db "feed", a little apart."""
+    store = EmbeddedStore(data_dir)
+    for n in range(count):
+        store.put("feed", {"_id": f"from-other-process-{n}", "pid": os.getpid()})
+        time.sleep(0.02)
+    store.close()
+
+
 def main(argv: list[str]) -> None:
     mode, data_dir = argv[0], Path(argv[1])
     if mode == "race":
         race(data_dir, int(argv[2]), int(argv[3]), int(argv[4]))
     elif mode == "bulk":
         bulk(data_dir, int(argv[2]))
+    elif mode == "write":
+        write(data_dir, int(argv[2]))
     else:
         raise SystemExit(f"unknown mode {mode}")
 

@@ -107,3 +107,21 @@ def test_writer_killed_mid_bulk_leaves_a_consistent_database(tmp_path: Path, kil
     store.put("bulk", {"_id": "after-crash"})
     assert store.get("bulk", "after-crash")["_rev"].startswith("1-")
     store.close()
+
+
+@pytest.mark.slow
+def test_live_feed_sees_another_processes_writes(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    store = EmbeddedStore(data_dir)
+    store.create_db("feed")
+    feed = store.follow("feed", since="now", idle_timeout=20.0)
+    writer = _spawn("write", str(data_dir), "5")
+    seen = []
+    for change in feed:
+        seen.append(change.id)
+        if len(seen) == 5:
+            feed.close()
+    _, err = writer.communicate(timeout=60)
+    assert writer.returncode == 0, err
+    assert seen == [f"from-other-process-{n}" for n in range(5)]
+    store.close()
