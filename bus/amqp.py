@@ -241,8 +241,8 @@ class AmqpBus(Bus):
                 callback=done,
             )
         )
-        for binding in consumer.bindings:
-            self._bind(channel, consumer.queue, binding)
+        bound: set[Binding] = set()
+        self._bind_missing(channel, consumer, bound)
         on_message = functools.partial(self._on_message, consumer, generation)
         result: gevent.event.AsyncResult = gevent.event.AsyncResult()
         tag = channel.basic_consume(
@@ -254,11 +254,33 @@ class AmqpBus(Bus):
         gevent.wait([result, self._connection_closed], timeout=_SETUP_TIMEOUT, count=1)
         if not result.ready():
             raise _ConnectionLost("connection lost while starting a consumer")
+        # add_binding/remove_binding calls made while this ran were only recorded (no tag
+        # yet): catch up, then publish the tag with no yield in between.
+        self._bind_missing(channel, consumer, bound)
+        for binding in bound - set(consumer.bindings):
+            self._unbind(channel, consumer.queue, binding)
+        self._bind_missing(channel, consumer, bound)
         self._consumer_tags[id(consumer)] = tag
+
+    def _bind_missing(self, channel: Any, consumer: Consumer, bound: set[Binding]) -> None:
+        index = 0
+        while index < len(consumer.bindings):
+            binding = consumer.bindings[index]
+            if binding not in bound:
+                self._bind(channel, consumer.queue, binding)
+                bound.add(binding)
+            index += 1
 
     def _bind(self, channel: Any, queue: str, binding: Binding) -> None:
         self._wait(
             lambda done: channel.queue_bind(
+                queue, binding.exchange, routing_key=binding.routing_key, callback=done
+            )
+        )
+
+    def _unbind(self, channel: Any, queue: str, binding: Binding) -> None:
+        self._wait(
+            lambda done: channel.queue_unbind(
                 queue, binding.exchange, routing_key=binding.routing_key, callback=done
             )
         )
@@ -417,6 +439,21 @@ class AmqpBus(Bus):
             except _ConnectionLost:
                 # The reconnection declares it (it is in self._consumers).
                 log.info("bus: consumer %s will start on reconnection", consumer.queue)
+
+    def _add_binding(self, consumer: Consumer, binding: Binding) -> None:
+        # Recorded in consumer.bindings first: a reconnection binds it if this one is lost.
+        if self._ready.is_set() and id(consumer) in self._consumer_tags:
+            try:
+                self._bind(self._channel, consumer.queue, binding)
+            except _ConnectionLost:
+                log.info("bus: binding %s will be made on reconnection", binding)
+
+    def _remove_binding(self, consumer: Consumer, binding: Binding) -> None:
+        if self._ready.is_set() and id(consumer) in self._consumer_tags:
+            try:
+                self._unbind(self._channel, consumer.queue, binding)
+            except _ConnectionLost:
+                log.info("bus: %s is unbound by the reconnection", binding)
 
     def _cancel_consumer(self, consumer: Consumer) -> None:
         if consumer in self._consumers:

@@ -92,6 +92,19 @@ class Listener:
             self._targeted = self.bus.on_targeted(_exact_keys(self.responders), self.dispatch)
         return self
 
+    def add_binding(self, binding: Binding) -> None:
+        """Listen to one more routing key (gen_listener:add_binding)."""
+        if self.consumer is None:
+            self.bindings = (*self.bindings, binding)
+            return
+        self.consumer.add_binding(binding)
+
+    def remove_binding(self, binding: Binding) -> None:
+        if self.consumer is None:
+            self.bindings = tuple(b for b in self.bindings if b != binding)
+            return
+        self.consumer.remove_binding(binding)
+
     def stop(self) -> None:
         if self.consumer is not None:
             self.consumer.cancel()
@@ -192,6 +205,19 @@ class ListenerActor(Actor):
 
     def reply(self, request: Mapping[str, Any], response: Mapping[str, Any]) -> None:
         self.bus.reply(request, response)
+
+    def add_binding(self, binding: Binding) -> None:
+        """Listen to one more routing key (gen_listener:add_binding); call from the actor."""
+        if self._consumer is None:
+            self._consumer = self.bus.consume(
+                [binding], self._to_mailbox, queue=self._queue, durable=self._durable
+            )
+        else:
+            self._consumer.add_binding(binding)
+
+    def remove_binding(self, binding: Binding) -> None:
+        if self._consumer is not None:
+            self._consumer.remove_binding(binding)
 
     def terminate(self, reason: ExitReason) -> None:
         if self._consumer is not None:

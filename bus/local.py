@@ -55,7 +55,7 @@ import gevent.socket
 from bus import metrics
 from bus.errors import BusError, PublishNotConfirmed
 from bus.routing import DIRECT, FANOUT, ExchangeType, TopicTrie
-from bus.transport import Bus, Consumer
+from bus.transport import Binding, Bus, Consumer
 
 __all__ = ["LocalBus"]
 
@@ -82,6 +82,7 @@ class _Registry:
     # Journal rows older than this many changes are pruned; a process further behind
     # reloads everything.
     JOURNAL_KEEP = 50_000
+    PRUNE_EVERY = 1000
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -157,7 +158,7 @@ class _Registry:
             (op, *row),
         )
         seq = cursor.lastrowid or 0
-        if seq % 1000 == 0:
+        if seq % cls.PRUNE_EVERY == 0:
             db.execute("DELETE FROM journal WHERE seq <= ?", (seq - cls.JOURNAL_KEEP,))
 
     def add_bindings(self, rows: Sequence[tuple[str, str, str, str]]) -> None:
@@ -188,6 +189,18 @@ class _Registry:
             ).fetchall()
             db.execute(f"DELETE FROM bindings WHERE {where}", params)
             for row in rows:
+                self._journal(db, "-", row)
+
+        self._write(work)
+
+    def remove_binding(self, row: tuple[str, str, str, str]) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            cursor = db.execute(
+                "DELETE FROM bindings WHERE owner = ? AND queue = ? AND exchange = ?"
+                " AND routing_key = ?",
+                row,
+            )
+            if cursor.rowcount:
                 self._journal(db, "-", row)
 
         self._write(work)
@@ -593,6 +606,19 @@ class LocalBus(Bus):
         self._consumers.setdefault(consumer.queue, []).append(consumer)
         self._registry.add_bindings(
             [(self._owner, consumer.queue, b.exchange, b.routing_key) for b in consumer.bindings]
+        )
+
+    def _add_binding(self, consumer: Consumer, binding: Binding) -> None:
+        self._registry.add_bindings(
+            [(self._owner, consumer.queue, binding.exchange, binding.routing_key)]
+        )
+
+    def _remove_binding(self, consumer: Consumer, binding: Binding) -> None:
+        if len(self._consumers.get(consumer.queue, ())) > 1:
+            # Another consumer of this process shares the queue and its bindings.
+            return
+        self._registry.remove_binding(
+            (self._owner, consumer.queue, binding.exchange, binding.routing_key)
         )
 
     def _cancel_consumer(self, consumer: Consumer) -> None:

@@ -115,7 +115,7 @@ class Consumer:
     ) -> None:
         self.bus = bus
         self.queue = queue
-        self.bindings = tuple(bindings)
+        self.bindings: list[Binding] = list(dict.fromkeys(bindings))
         self.callback = callback
         self.named = named
         self.durable = durable
@@ -143,6 +143,31 @@ class Consumer:
         """Queue a raw delivery (called by transports; must not block or switch)."""
         self._inbox.append((exchange, routing_key, body, redelivered, ack))
         self._wakeup.set()
+
+    def add_binding(self, binding: Binding) -> None:
+        """Bind one more routing key to this consumer's queue (gen_listener:add_binding).
+
+        Per-call interest (``call.*.<call-id>``) belongs here, on a queue the process already
+        consumes, rather than in a new queue per call: on RabbitMQ a bind is one round trip,
+        a queue declare + bind + consume three.
+        """
+        if binding in self.bindings:
+            return
+        self.bus._check_usable()
+        if binding.exchange not in self.bus._exchanges and not self.bus._knows_exchange(
+            binding.exchange
+        ):
+            raise BusError(f"exchange {binding.exchange!r} is not declared")
+        self.bindings.append(binding)
+        self.bus._add_binding(self, binding)
+
+    def remove_binding(self, binding: Binding) -> None:
+        """Unbind a routing key from this consumer's queue (gen_listener:rm_binding)."""
+        if binding not in self.bindings:
+            return
+        self.bindings.remove(binding)
+        if self.active:
+            self.bus._remove_binding(self, binding)
 
     def cancel(self) -> None:
         """Stop consuming: the transport forgets the queue (an anonymous one is deleted)."""
@@ -540,6 +565,12 @@ class Bus(ABC):
 
     @abstractmethod
     def _cancel_consumer(self, consumer: Consumer) -> None: ...
+
+    @abstractmethod
+    def _add_binding(self, consumer: Consumer, binding: Binding) -> None: ...
+
+    @abstractmethod
+    def _remove_binding(self, consumer: Consumer, binding: Binding) -> None: ...
 
     @abstractmethod
     def _declare_exchange(self, name: str, kind: ExchangeType) -> None: ...

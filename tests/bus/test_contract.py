@@ -383,3 +383,26 @@ def test_metrics_count_published_and_consumed(make_bus: Callable[..., Bus], uniq
     assert published._value.get() == before[0] + 3
     assert consumed._value.get() == before[1] + 2
     assert invalid._value.get() == before[2] + 1
+
+
+def test_bindings_added_and_removed_on_a_live_consumer(
+    make_bus: Callable[..., Bus], unique: str
+) -> None:
+    """Per-call interest on one queue (gen_listener:add_binding / rm_binding)."""
+    calls, publisher = make_bus("calls"), make_bus("pub")
+    got: list[str] = []
+    consumer = calls.consume([], lambda m, d: got.append(m["Call-ID"]))
+    call_ids = [f"{unique}-{n}" for n in range(30)]
+    for call_id in call_ids:
+        consumer.add_binding(Binding("callevt", f"call.*.{call_id}"))
+    for call_id in call_ids:
+        publisher.publish(_event("CHANNEL_CREATE", call_id))
+    _wait_for(lambda: len(got) == 30)
+    for call_id in call_ids[:20]:
+        consumer.remove_binding(Binding("callevt", f"call.*.{call_id}"))
+    got.clear()
+    for call_id in call_ids:
+        publisher.publish(_event("CHANNEL_DESTROY", call_id))
+    _wait_for(lambda: len(got) == 10)
+    gevent.sleep(0.2)
+    assert got == call_ids[20:]

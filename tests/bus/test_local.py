@@ -136,3 +136,50 @@ def test_a_foreign_user_cannot_connect(local_bus: LocalBus) -> None:
         [python, "-c", probe, address], user=65534, cwd="/", capture_output=True, timeout=20
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_routing_follows_binding_churn_incrementally_and_after_pruning(
+    data_dir: Path, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bus import local
+
+    monkeypatch.setattr(local._Registry, "JOURNAL_KEEP", 10)
+    monkeypatch.setattr(local._Registry, "PRUNE_EVERY", 5)
+    publisher = connect("local", node="pub", data_dir=data_dir)
+    calls = connect("local", node="calls", data_dir=data_dir)
+    assert isinstance(publisher, LocalBus)
+    full_reloads: list[int] = []
+    snapshot = publisher._registry.snapshot
+
+    def counting_snapshot() -> Any:
+        full_reloads.append(1)
+        return snapshot()
+
+    monkeypatch.setattr(publisher._registry, "snapshot", counting_snapshot)
+    try:
+        got: list[str] = []
+        consumer = calls.consume([], lambda m, d: got.append(m["Call-ID"]))
+        consumer.add_binding(Binding("callevt", f"call.*.{unique}-0"))
+        publisher.publish(_event("CHANNEL_CREATE", f"{unique}-0"))
+        _wait_for(lambda: got == [f"{unique}-0"])
+        # A few changes: applied from the journal.
+        reloads_before = len(full_reloads)
+        consumer.add_binding(Binding("callevt", f"call.*.{unique}-1"))
+        publisher.publish(_event("CHANNEL_CREATE", f"{unique}-1"))
+        _wait_for(lambda: got[-1:] == [f"{unique}-1"])
+        assert len(full_reloads) == reloads_before
+        # Many changes while the publisher looks away: its journal position was pruned.
+        for n in range(2, 40):
+            consumer.add_binding(Binding("callevt", f"call.*.{unique}-{n}"))
+        for n in range(0, 30):
+            consumer.remove_binding(Binding("callevt", f"call.*.{unique}-{n}"))
+        got.clear()
+        for n in range(40):
+            publisher.publish(_event("CHANNEL_ANSWER", f"{unique}-{n}"))
+        _wait_for(lambda: len(got) == 10)
+        gevent.sleep(0.1)
+        assert got == [f"{unique}-{n}" for n in range(30, 40)]
+        assert len(full_reloads) == reloads_before + 1
+    finally:
+        calls.close()
+        publisher.close()
