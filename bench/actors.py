@@ -279,7 +279,9 @@ def main() -> None:
     logging.basicConfig(filename=os.path.join(log_dir, "bench.log"), level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
-    results: dict[str, Any] = {}
+    # The machine may be shared: the load when the run began helps read the figures.
+    results: dict[str, Any] = {"load_avg_1m": round(os.getloadavg()[0], 2),
+                                "cpus": os.cpu_count()}
     results.update(measure_spawn(args.spawn_count))  # first: on a fresh heap
     print(f"spawn: {results['spawns_per_s']:,} spawns/s, "
           f"{results['memory_per_actor_kb']} KB per actor "
@@ -308,6 +310,7 @@ def main() -> None:
         targets["process_restart_p50_ms"] = (
             results["process_restart_p50_ms"] < TARGET_PROCESS_RESTART_P50_MS)
     results["targets_met"] = targets
+    print(f"(load average {results['load_avg_1m']} on {results['cpus']} CPUs at the start)")
     print("targets: " + ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in targets.items()))
     if args.json:
         print(json.dumps(results))
