@@ -140,6 +140,15 @@ class CouchDBStore(Store):
             limits=httpx.Limits(max_connections=pool_size * 2, max_keepalive_connections=pool_size),
             headers={"Accept": "application/json"},
         )
+        # Live feeds hold their connection for as long as they run: they get a client of their
+        # own, unpooled, so any number of them never starves ordinary requests of connections.
+        self._feed_client = httpx.Client(
+            base_url=self.base_url,
+            auth=auth,
+            timeout=self._timeout,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
+            headers={"Accept": "application/json"},
+        )
         self._server: dict[str, Any] | None = None
         self._server_lock = threading.Lock()
 
@@ -159,7 +168,9 @@ class CouchDBStore(Store):
         content: Any = None,
         headers: dict[str, str] | None = None,
         stream: bool = False,
+        client: httpx.Client | None = None,
     ) -> httpx.Response:
+        client = client or self._client
         idempotent = method in ("GET", "HEAD")
         body = content
         request_headers = dict(headers or {})
@@ -173,10 +184,8 @@ class CouchDBStore(Store):
                 if hasattr(body, "seek"):
                     body.seek(0)
             try:
-                request = self._client.build_request(
-                    method, path, params=params, content=body, headers=request_headers
-                )
-                response = self._client.send(request, stream=stream)
+                request = client.build_request(method, path, params=params, content=body, headers=request_headers)
+                response = client.send(request, stream=stream)
             except _CONNECT_ERRORS as exc:
                 last_error = exc
                 continue
@@ -189,7 +198,8 @@ class CouchDBStore(Store):
                     retry_after=self._backoff(0),
                     attempts=attempt + 1,
                 ) from exc
-            if response.status_code in (502, 503, 504) and attempt < self.max_retries:
+            # A gateway error on a write may hide an applied write: only reads are re-sent.
+            if idempotent and response.status_code in (502, 503, 504) and attempt < self.max_retries:
                 response.close()
                 last_error = StoreUnavailable(f"HTTP {response.status_code}")
                 continue
@@ -585,6 +595,7 @@ class CouchDBStore(Store):
 
     def close(self) -> None:
         self._client.close()
+        self._feed_client.close()
 
 
 class _FileBody:
@@ -641,7 +652,12 @@ class _CouchChangesFeed(ChangesFeed):
             "include_docs": "true" if self._include_docs else "false",
         }
         response = store._request(
-            "GET", f"{store._wire_db(self._db)}/_changes", params=params, headers=_STREAM_HEADERS, stream=True
+            "GET",
+            f"{store._wire_db(self._db)}/_changes",
+            params=params,
+            headers=_STREAM_HEADERS,
+            stream=True,
+            client=store._feed_client,
         )
         try:
             store._raise_for(response, self._db)
@@ -674,9 +690,12 @@ class _CouchChangesFeed(ChangesFeed):
                     if self._idle_timeout is not None and time.monotonic() - idle_since >= self._idle_timeout:
                         return
                 # The server ended the feed; continue from where it left off.
-            except httpx.TransportError as exc:
+            except Exception as exc:
+                # close() from another thread or greenlet breaks the read in various ways.
                 if self._closed:
                     return
+                if not isinstance(exc, httpx.TransportError):
+                    raise
                 failures += 1
                 if failures > self._store.max_retries:
                     raise StoreUnavailable(

@@ -180,18 +180,17 @@ class EmbeddedStore(Store):
         try:
             yield conn
         except sqlite3.OperationalError as exc:
-            if conn.in_transaction:
-                conn.rollback()
+            # "database is locked" after the busy timeout, disk full, I/O errors: retryable.
             raise StoreUnavailable(f"sqlite: {exc}", retry_after=0.5) from exc
-        except BaseException:
+        finally:
+            # Back to the pool after errors too (Conflict is routine); never mid-transaction.
             if conn.in_transaction:
                 conn.rollback()
-            raise
-        with self._pool_lock:
-            if self._closed:
-                conn.close()
-            else:
-                self._idle.append(conn)
+            with self._pool_lock:
+                if self._closed:
+                    conn.close()
+                else:
+                    self._idle.append(conn)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
