@@ -11,7 +11,7 @@ import gevent
 import pytest
 
 from actors.kernel import Crash, Down, spawn
-from bus import Binding, Bus, Delivery, Message
+from bus import Binding, Bus, Delivery, Message, RequestTimeout
 from bus.api import authn, call, route
 from bus.listener import BusMessage, Listener, ListenerActor
 
@@ -161,3 +161,38 @@ def test_stopped_actor_stops_consuming(
     other.publish(call.call_event["CHANNEL_DESTROY"].build(call_id=unique))
     gevent.sleep(0.3)
     assert got == ["CHANNEL_CREATE"]
+
+
+def test_a_supervisor_restarts_a_crashed_listener(
+    make_bus: Callable[..., Bus], unique: str
+) -> None:
+    """Let it crash: the responder raises, the actor exits, its supervisor starts a fresh one
+    that binds again and answers the next request."""
+    from supervisors.core import ChildSpec, SupervisorFlags
+    from supervisors.local import Supervisor
+
+    app, call_control = make_bus("app"), make_bus("ecallmgr")
+    wins: list[Message] = []
+    supervisor = spawn(
+        Supervisor(
+            [ChildSpec("routes", lambda: RouteResponder(app, unique, wins))],
+            SupervisorFlags("one_for_one", intensity=5, period=10.0),
+            name="routes_sup",
+        )
+    )
+
+    def request(call_id: str, timeout: float) -> Message:
+        msg = route.route_req.build(call_id=call_id, From="a", to="b", request=f"sip:1@{unique}")
+        return call_control.request(msg, timeout=timeout)
+
+    assert request("c1", 5)["Method"] == "park"
+    with pytest.raises(RequestTimeout):
+        request("crash", 0.5)
+
+    def children() -> list[dict[str, Any]]:
+        return supervisor.call(("which_children",))[1]  # type: ignore[no-any-return]
+
+    _wait_for(lambda: children()[0]["restarts"] == 1 and children()[0]["state"] == "running")
+    assert "boom" in children()[0]["last_exit"]
+    assert request("c2", 5)["Method"] == "park"
+    supervisor.stop()
