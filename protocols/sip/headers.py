@@ -135,12 +135,17 @@ def unquote(text: str) -> str:
     return text
 
 
+_NEEDS_QUOTED_PAIR = re.compile(r'[\\"\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
+
+
 def quote(text: str) -> str:
-    """Make a quoted-string; CR and LF cannot be represented and become spaces."""
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-    if "\r" in escaped or "\n" in escaped:
-        escaped = escaped.replace("\r", " ").replace("\n", " ")
-    return f'"{escaped}"'
+    """Make a quoted-string: backslash, double quote and control characters become
+    quoted-pairs; CR and LF cannot be represented at all and become spaces."""
+    if "\r" in text or "\n" in text:
+        text = text.replace("\r", " ").replace("\n", " ")
+    if _NEEDS_QUOTED_PAIR.search(text):
+        text = _NEEDS_QUOTED_PAIR.sub(lambda match: "\\" + match.group(0), text)
+    return f'"{text}"'
 
 
 def split_comma_list(value: str, header: str = "") -> list[str]:

@@ -7,6 +7,8 @@ wins:
 ====  ==========================================================================================
 code  when
 ====  ==========================================================================================
+400   a header with a typed parser is malformed, including those parse_message leaves for later
+      (Route, Record-Route, Expires, Content-Type ...): "Bad Request - Malformed Route".
 400   a mandatory header is missing: Via, To, From, Call-ID, CSeq (RFC 4475 insuf). Max-Forwards
       may be absent (RFC 2543 peers, inv2543; a proxy adds 70).
 400   a single-valued header appears more than once: To, From, Call-ID, CSeq, Max-Forwards,
@@ -123,6 +125,7 @@ def _validate_request(
     auth_schemes: set[str] | None,
 ) -> Rejection | None:
     headers = msg.headers
+    msg.validate_headers()  # the lazily parsed ones too: SipParseError -> 400 Malformed X
     for key in _MANDATORY:
         if key not in headers:
             return _reject(400, f"Missing {display_name(key)}")
