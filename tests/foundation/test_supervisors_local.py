@@ -20,6 +20,8 @@ from typing import Any
 import gevent
 import gevent.event
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from actors.kernel import KILLED, SHUTDOWN, Actor, ActorRef, Crash, SpawnError, spawn
@@ -326,6 +328,79 @@ def test_temporary_sibling_stopped_by_a_restart_plan_is_not_restarted(
     children = children_by_id(sup)
     assert list(children) == ["a", "crashing", "trans"]
     assert all(c["state"] == "running" for c in children.values())
+
+
+@dataclass
+class SupervisionModel:
+    """The OTP rules for one supervisor, as expected: which children run after an exit."""
+
+    strategy: str
+    order: list[str]  # child ids present, in start order
+    restart: dict[str, str]
+    running: set[str]
+
+    def exit(self, child_id: str, abnormal: bool) -> tuple[set[str], set[str]]:
+        """Apply an exit; return (ids that must come back with new refs, ids removed)."""
+        self.running.discard(child_id)
+        if self.restart[child_id] == "temporary":
+            self.order.remove(child_id)
+            return set(), {child_id}
+        if self.restart[child_id] == "transient" and not abnormal:
+            return set(), set()
+        if self.strategy == "one_for_one":
+            affected = [child_id]
+        elif self.strategy == "one_for_all":
+            affected = list(self.order)
+        else:
+            affected = self.order[self.order.index(child_id):]
+        removed = {i for i in affected if i != child_id and self.restart[i] == "temporary"}
+        for i in removed:
+            self.order.remove(i)
+            self.running.discard(i)
+        restarted = {i for i in affected if i not in removed}
+        self.running |= restarted
+        return restarted, removed
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    strategy=st.sampled_from(["one_for_one", "one_for_all", "rest_for_one"]),
+    restart_types=st.lists(st.sampled_from(["permanent", "transient", "temporary"]),
+                           min_size=1, max_size=5),
+    exits=st.lists(st.tuples(st.integers(0, 4), st.booleans()), min_size=1, max_size=8),
+)
+def test_any_sequence_of_exits_follows_the_otp_rules(
+    strategy: str, restart_types: list[str], exits: list[tuple[int, bool]],
+) -> None:
+    journal = Journal()
+    ids = [f"c{n}" for n in range(len(restart_types))]
+    model = SupervisionModel(strategy, list(ids), dict(zip(ids, restart_types, strict=True)),
+                             set(ids))
+    sup = spawn(Supervisor(
+        [worker_spec(journal, i, r) for i, r in zip(ids, restart_types, strict=True)],
+        flags(strategy, intensity=100),
+    ))
+    try:
+        for index, abnormal in exits:
+            child_id = ids[index % len(ids)]
+            if child_id not in model.running:
+                continue
+            before = dict(journal.refs)
+            end_child(journal.refs[child_id], "crash" if abnormal else "normal")
+            children = children_by_id(sup)  # answered after the exit was handled
+            restarted, removed = model.exit(child_id, abnormal)
+            assert list(children) == model.order
+            for i in model.order:
+                assert (children[i]["state"] == "running") == (i in model.running), i
+                assert journal.refs[i].is_alive == (i in model.running), i
+                if i in restarted:
+                    assert journal.refs[i] != before[i], f"{i} should have a new ref"
+                elif i in model.running:
+                    assert journal.refs[i] == before[i], f"{i} should keep its ref"
+            for i in removed:
+                assert not journal.refs[i].is_alive
+    finally:
+        sup.stop(timeout=POLL_LIMIT_S)
 
 
 # --- intensity / period and escalation -----------------------------------------------------
