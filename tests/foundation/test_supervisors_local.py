@@ -134,8 +134,8 @@ def supervise() -> Iterator[Callable[..., ActorRef]]:
     started: list[ActorRef] = []
 
     def start_supervisor(specs: list[ChildSpec], flags: SupervisorFlags | None = None,
-                         name: str = "test-sup") -> ActorRef:
-        ref = spawn(Supervisor(specs, flags, name=name))
+                         name: str = "test-sup", **options: Any) -> ActorRef:
+        ref = spawn(Supervisor(specs, flags, name=name, **options))
         started.append(ref)
         return ref
 
@@ -802,6 +802,58 @@ def test_unexpected_message_to_a_supervisor_is_logged_and_ignored(
     assert children_by_id(sup)["a"]["state"] == "running"  # ActorDead here if it crashed
     assert child.is_alive and journal.inits("a") == 1
     assert any("unexpected message" in r.getMessage() for r in caplog.records)
+
+
+def test_on_change_reports_each_change_of_the_tree(
+    supervise: Callable[..., ActorRef], journal: Journal,
+) -> None:
+    snapshots: list[list[tuple[str, str, int]]] = []
+
+    def on_change(sup: Supervisor) -> None:
+        snapshots.append([(c["id"], c["state"], c["restarts"]) for c in sup.tree()["children"]])
+
+    sup = supervise([worker_spec(journal, "a"), worker_spec(journal, "b")], on_change=on_change)
+    assert snapshots == [[("a", "running", 0), ("b", "running", 0)]]
+    crash_child(sup, journal, "a")
+    assert snapshots[-1] == [("a", "running", 1), ("b", "running", 0)]
+    terminate_child(sup, "b")
+    assert snapshots[-1] == [("a", "running", 1), ("b", "stopped", 0)]
+
+
+def test_tree_describes_nested_supervisors_and_counts_dynamic_children(
+    supervise: Callable[..., ActorRef], journal: Journal,
+) -> None:
+    calls_instances: list[Supervisor] = []
+
+    def make_calls() -> Supervisor:
+        calls = Supervisor([ChildSpec("leg", lambda call_id: Worker(journal, call_id),
+                                      restart="temporary")],
+                           flags("simple_one_for_one"), name="calls")
+        calls_instances.append(calls)
+        return calls
+
+    role_instances: list[Supervisor] = []
+
+    def make_role() -> Supervisor:
+        role = Supervisor([worker_spec(journal, "registrar"),
+                           ChildSpec("calls", make_calls, type="supervisor")],
+                          name="role")
+        role_instances.append(role)
+        return role
+
+    supervise([ChildSpec("role", make_role, type="supervisor")], name="top")
+    for call_id in ("call-1", "call-2"):
+        start_child(calls_instances[0].ref, (call_id,))
+    tree = role_instances[0].tree()
+    assert tree["id"] == "role" and tree["strategy"] == "one_for_one"
+    registrar, calls = tree["children"]
+    assert registrar["id"] == "registrar" and registrar["state"] == "running"
+    assert calls["id"] == "calls" and calls["kind"] == "supervisor"
+    assert calls["children_count"] == 2
+    assert calls_instances[0].tree() == {
+        "id": "calls", "kind": "supervisor", "strategy": "simple_one_for_one",
+        "state": "running", "children_count": 2, "restarts": 0,
+    }
 
 
 # --- crashes are logged and restarted ------------------------------------------------------
