@@ -1,0 +1,600 @@
+"""HTTP resources (falcon responders) and the one route table that both the router and the
+OpenAPI document are built from.
+
+A responder authenticates (``X-Auth-Token``), authorizes against the account in the URL, parses
+Kazoo's request envelope ``{"data": {...}, "revision": "..."}``, calls the service and answers
+Kazoo's response envelope. Every failure is an :class:`ApiError` that the app renders in the
+same envelope.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import falcon
+
+from actors.crossbar.auth import Principal, TokenSigner
+from actors.crossbar.errors import (
+    BadRequest,
+    Forbidden,
+    InvalidJson,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from actors.crossbar.live import LiveAnswer, LiveQueries
+from actors.crossbar.service import (
+    ACCOUNT_RESOURCES,
+    CrossbarService,
+    ListPage,
+    Query,
+    ResourceKind,
+    public,
+)
+
+__all__ = ["Api", "Operation", "RouteSpec", "build_routes"]
+
+MAX_JSON_BYTES = 1024 * 1024
+MEDIA_TYPES = (
+    "audio/mp3", "audio/mpeg", "audio/mpeg3", "audio/x-wav", "audio/wav", "audio/ogg",
+    "video/x-flv", "video/h264", "video/mpeg", "video/quicktime", "video/mp4", "video/webm",
+)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What the OpenAPI document says about one method of one route."""
+
+    summary: str
+    # Request body: a components.schemas name for ``data``, "binary" for raw audio, or None.
+    request: str | None = None
+    # JSON schema of the response envelope's ``data`` (None: binary body).
+    response: dict[str, Any] | None = field(default_factory=dict)
+    listing: bool = False
+    auth: bool = True
+    success: int = 200
+    query: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    template: str
+    resource: Any
+    operations: dict[str, Operation]
+
+
+class Api:
+    """Shared request plumbing: auth, envelopes, body parsing."""
+
+    def __init__(self, service: CrossbarService, signer: TokenSigner, live: LiveQueries) -> None:
+        self.service = service
+        self.signer = signer
+        self.live = live
+
+    # -- request side ------------------------------------------------------------------------
+
+    def principal(self, req: falcon.Request) -> Principal:
+        token = req.get_header("X-Auth-Token")
+        if not token:
+            authorization = req.get_header("Authorization") or ""
+            if authorization.lower().startswith("bearer "):
+                token = authorization[7:].strip()
+        if not token:
+            token = req.get_param("auth_token")
+        if not token:
+            raise Unauthorized("this resource needs an X-Auth-Token", error_id="missing_token")
+        principal = self.signer.verify(token)
+        req.context.auth_token = token
+        return principal
+
+    def envelope(self, req: falcon.Request) -> dict[str, Any]:
+        """The parsed request envelope; ``data`` is an object."""
+        length = req.content_length
+        if length is not None and length > MAX_JSON_BYTES:
+            raise PayloadTooLarge(f"JSON bodies are limited to {MAX_JSON_BYTES} bytes")
+        raw = req.bounded_stream.read(MAX_JSON_BYTES + 1)
+        if len(raw) > MAX_JSON_BYTES:
+            raise PayloadTooLarge(f"JSON bodies are limited to {MAX_JSON_BYTES} bytes")
+        if not raw.strip():
+            raise BadRequest('the request needs a JSON body {"data": {...}}', error_id="invalid_envelope")
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidJson() from None
+        if not isinstance(body, dict):
+            raise BadRequest('the request body must be a JSON object {"data": {...}}', error_id="invalid_envelope")
+        if not isinstance(body.get("data"), dict):
+            raise BadRequest('the request envelope needs "data" as a JSON object', error_id="invalid_envelope")
+        revision = body.get("revision")
+        if revision is not None and not isinstance(revision, str):
+            raise BadRequest("revision must be a string", error_id="invalid_envelope")
+        req.context.revision = revision
+        return body
+
+    @staticmethod
+    def revision(req: falcon.Request) -> str | None:
+        header = req.get_header("If-Match")
+        if header and header != "*":
+            return header.strip().strip('"')
+        value = getattr(req.context, "revision", None)
+        return value if isinstance(value, str) else None
+
+    @staticmethod
+    def query(req: falcon.Request) -> Query:
+        params = {k: v if isinstance(v, str) else v[-1] for k, v in req.params.items()}
+        return Query.from_params(params)
+
+    # -- response side -----------------------------------------------------------------------
+
+    @staticmethod
+    def send(
+        req: falcon.Request,
+        resp: falcon.Response,
+        data: Any,
+        *,
+        status: int = 200,
+        revision: str | None = None,
+        page: ListPage | None = None,
+        note: str | None = None,
+    ) -> None:
+        body: dict[str, Any] = {
+            "data": data,
+            "status": "success",
+            "request_id": req.context.request_id,
+            "revision": revision or CrossbarService.list_revision(data),
+        }
+        token = getattr(req.context, "auth_token", None)
+        if token:
+            body["auth_token"] = token
+        if page is not None:
+            body["page_size"] = len(page.items) if not page.next_start_key else page.page_size
+            if page.start_key:
+                body["start_key"] = page.start_key
+            if page.next_start_key:
+                body["next_start_key"] = page.next_start_key
+        if note:
+            body["note"] = note
+        if revision:
+            resp.set_header("ETag", f'"{revision}"')
+        resp.status = falcon.code_to_http_status(status)
+        resp.content_type = falcon.MEDIA_JSON
+        resp.text = json.dumps(body, separators=(",", ":"), default=str)
+
+    def send_doc(self, req: falcon.Request, resp: falcon.Response, doc: dict[str, Any], *, status: int = 200) -> None:
+        self.send(req, resp, public(doc), status=status, revision=doc.get("_rev"))
+
+    def send_live(self, req: falcon.Request, resp: falcon.Response, answer: LiveAnswer) -> None:
+        self.send(req, resp, answer.items, note=answer.note)
+
+
+# -- authentication ----------------------------------------------------------------------------
+
+
+class UserAuth:
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
+        token, data = self.api.service.user_auth(self.api.envelope(req)["data"])
+        req.context.auth_token = token
+        resp.set_header("X-Auth-Token", token)
+        self.api.send(req, resp, data, status=201)
+
+
+class ApiAuth:
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
+        token, data = self.api.service.api_auth(self.api.envelope(req)["data"])
+        req.context.auth_token = token
+        resp.set_header("X-Auth-Token", token)
+        self.api.send(req, resp, data, status=201)
+
+
+# -- accounts ----------------------------------------------------------------------------------
+
+
+class AccountsRoot:
+    """``PUT /v2/accounts``: a child of the token's own account."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
+        principal = self.api.principal(req)
+        parent = self.api.service.authorize(principal, principal.account_id, write=True, resource="accounts")
+        doc = self.api.service.create_account(parent, self.api.envelope(req)["data"])
+        self.api.send_doc(req, resp, doc, status=201)
+
+
+class AccountItem:
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: str) -> None:
+        self.api.service.authorize(self.api.principal(req), account_id)
+        self.api.send_doc(req, resp, self.api.service.get_account(account_id))
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, account_id: str) -> None:
+        parent = self.api.service.authorize(self.api.principal(req), account_id, write=True, resource="accounts")
+        doc = self.api.service.create_account(parent, self.api.envelope(req)["data"])
+        self.api.send_doc(req, resp, doc, status=201)
+
+    def _write(self, req: falcon.Request, resp: falcon.Response, account_id: str, merge: bool) -> None:
+        account = self.api.service.authorize(self.api.principal(req), account_id, write=True, resource="accounts")
+        data = self.api.envelope(req)["data"]
+        doc = self.api.service.write_account(account, data, merge=merge, revision=self.api.revision(req))
+        self.api.send_doc(req, resp, doc)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: str) -> None:
+        self._write(req, resp, account_id, merge=False)
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, account_id: str) -> None:
+        self._write(req, resp, account_id, merge=True)
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, account_id: str) -> None:
+        principal = self.api.principal(req)
+        account = self.api.service.authorize(principal, account_id, write=True, resource="accounts")
+        doc = self.api.service.delete_account(principal, account, self.api.revision(req))
+        self.api.send_doc(req, resp, doc)
+
+
+class AccountRelation:
+    """``children``, ``descendants`` (listings), ``parents`` and ``tree``."""
+
+    def __init__(self, api: Api, relation: str) -> None:
+        self.api = api
+        self.relation = relation
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: str) -> None:
+        principal = self.api.principal(req)
+        account = self.api.service.authorize(principal, account_id)
+        if self.relation == "parents":
+            self.api.send(req, resp, self.api.service.parents(principal, account))
+        elif self.relation == "tree":
+            self.api.send(req, resp, self.api.service.tree(account))
+        else:
+            page = self.api.service.list_accounts(account_id, self.relation, self.api.query(req))
+            self.api.send(req, resp, page.items, page=page)
+
+
+class ApiKey:
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: str) -> None:
+        principal = self.api.principal(req)
+        account = self.api.service.authorize(principal, account_id, write=True, resource="api_key")
+        self.api.send(req, resp, self.api.service.api_key(account))
+
+
+# -- account resources -------------------------------------------------------------------------
+
+
+class Collection:
+    def __init__(self, api: Api, kind: ResourceKind) -> None:
+        self.api = api
+        self.kind = kind
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: str) -> None:
+        self.api.service.authorize(self.api.principal(req), account_id)
+        page = self.api.service.list_docs(self.kind, account_id, self.api.query(req))
+        self.api.send(req, resp, page.items, page=page)
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, account_id: str) -> None:
+        account = self.api.service.authorize(
+            self.api.principal(req), account_id, write=True, resource=self.kind.name
+        )
+        doc = self.api.service.create_doc(self.kind, account, self.api.envelope(req)["data"])
+        self.api.send_doc(req, resp, doc, status=201)
+
+
+class Item:
+    def __init__(self, api: Api, kind: ResourceKind) -> None:
+        self.api = api
+        self.kind = kind
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: str, doc_id: str) -> None:
+        self.api.service.authorize(self.api.principal(req), account_id)
+        self.api.send_doc(req, resp, self.api.service.get_doc(self.kind, account_id, doc_id))
+
+    def _write(self, req: falcon.Request, resp: falcon.Response, account_id: str, doc_id: str, merge: bool) -> None:
+        principal = self.api.principal(req)
+        account = self.api.service.authorize(
+            principal, account_id, write=True, resource=self.kind.name, doc_id=doc_id
+        )
+        data = self.api.envelope(req)["data"]
+        if not principal.is_admin and "priv_level" in data and data["priv_level"] != principal.priv_level:
+            raise Forbidden("a user-level token cannot change priv_level", error_id="priv_level_user")
+        doc = self.api.service.write_doc(
+            self.kind, account, doc_id, data, merge=merge, revision=self.api.revision(req)
+        )
+        self.api.send_doc(req, resp, doc)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: str, doc_id: str) -> None:
+        self._write(req, resp, account_id, doc_id, merge=False)
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, account_id: str, doc_id: str) -> None:
+        self._write(req, resp, account_id, doc_id, merge=True)
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, account_id: str, doc_id: str) -> None:
+        account = self.api.service.authorize(
+            self.api.principal(req), account_id, write=True, resource=self.kind.name, doc_id=doc_id
+        )
+        doc = self.api.service.delete_doc(self.kind, account, doc_id, self.api.revision(req))
+        self.api.send_doc(req, resp, doc)
+
+
+class MediaRaw:
+    """The audio of a media document: POST uploads it (Content-Type audio/...), GET streams it."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: str, doc_id: str) -> None:
+        account = self.api.service.authorize(self.api.principal(req), account_id)
+        reader = self.api.service.open_media(account, doc_id)
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from reader.iter_chunks()
+            finally:
+                reader.close()
+
+        resp.content_type = reader.content_type
+        resp.content_length = reader.length
+        resp.set_header("X-Request-ID", req.context.request_id)
+        resp.stream = chunks()
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: str, doc_id: str) -> None:
+        account = self.api.service.authorize(
+            self.api.principal(req), account_id, write=True, resource="media", doc_id=doc_id
+        )
+        content_type = (req.content_type or "").split(";", 1)[0].strip().lower()
+        if content_type not in MEDIA_TYPES:
+            raise UnsupportedMediaType(f"upload audio as one of: {', '.join(MEDIA_TYPES)}")
+        limit = self.api.service.max_media_bytes
+        if req.content_length is not None and req.content_length > limit:
+            raise PayloadTooLarge(f"media uploads are limited to {limit} bytes")
+        stream = req.bounded_stream
+
+        def chunks() -> Iterator[bytes]:
+            total = 0
+            while True:
+                chunk = stream.read(65536)
+                if not chunk:
+                    return
+                total += len(chunk)
+                if total > limit:
+                    raise PayloadTooLarge(f"media uploads are limited to {limit} bytes")
+                yield chunk
+
+        if req.content_length == 0:
+            raise BadRequest("the upload is empty", error_id="empty_upload")
+        doc = self.api.service.put_media(account, doc_id, chunks(), content_type, req.content_length)
+        self.api.send_doc(req, resp, doc)
+
+
+class DeviceStatus:
+    """``/devices/status``: which devices are registered, from the registrars."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: str) -> None:
+        account = self.api.service.authorize(self.api.principal(req), account_id)
+        answer = self.api.live.registrations(str(account.get("realm", "")))
+        registered = {str(item.get("username", "")).lower() for item in answer.items}
+        items = []
+        for doc in self.api.service.live_docs(ACCOUNT_RESOURCES["devices"], account_id):
+            username = ((doc.get("sip") or {}).get("username") or "").lower()
+            items.append({"device_id": doc["_id"], "registered": bool(username) and username in registered})
+        self.api.send(req, resp, sorted(items, key=lambda i: i["device_id"]), note=answer.note)
+
+
+class Cdrs:
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: str) -> None:
+        self.api.service.authorize(self.api.principal(req), account_id)
+        page = self.api.service.list_cdrs(account_id, self.api.query(req))
+        self.api.send(req, resp, page.items, page=page)
+
+
+class CdrItem:
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: str, cdr_id: str) -> None:
+        self.api.service.authorize(self.api.principal(req), account_id)
+        self.api.send_doc(req, resp, self.api.service.get_cdr(account_id, cdr_id))
+
+
+class Registrations:
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: str) -> None:
+        account = self.api.service.authorize(self.api.principal(req), account_id)
+        self.api.send_live(req, resp, self.api.live.registrations(str(account.get("realm", ""))))
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, account_id: str) -> None:
+        account = self.api.service.authorize(self.api.principal(req), account_id, write=True, resource="registrations")
+        self.api.live.flush_registration(str(account.get("realm", "")), None)
+        self.api.send(req, resp, {"flushed": str(account.get("realm", ""))})
+
+
+class RegistrationCount:
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: str) -> None:
+        account = self.api.service.authorize(self.api.principal(req), account_id)
+        answer = self.api.live.registrations(str(account.get("realm", "")))
+        self.api.send(req, resp, {"count": len(answer.items)}, note=answer.note)
+
+
+class RegistrationItem:
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, account_id: str, username: str) -> None:
+        account = self.api.service.authorize(self.api.principal(req), account_id, write=True, resource="registrations")
+        self.api.live.flush_registration(str(account.get("realm", "")), username)
+        self.api.send(req, resp, {"flushed": username})
+
+
+class Channels:
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: str) -> None:
+        self.api.service.authorize(self.api.principal(req), account_id)
+        self.api.send_live(req, resp, self.api.live.channels(account_id))
+
+
+class ChannelItem:
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: str, uuid_: str) -> None:
+        self.api.service.authorize(self.api.principal(req), account_id)
+        answer = self.api.live.channels(account_id)
+        for item in answer.items:
+            if item.get("uuid") == uuid_:
+                self.api.send(req, resp, item)
+                return
+        raise NotFound(f"no channel {uuid_}" + (f" ({answer.note})" if answer.note else ""), error_id="bad_identifier")
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+_ID = {"type": "string"}
+_DOC_LIST = {"type": "array", "items": {"type": "object", "required": ["id"], "properties": {"id": _ID}}}
+_LIVE_LIST = {"type": "array", "items": {"type": "object"}}
+_ACCOUNT_NODE: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "children"],
+    "properties": {"id": _ID, "name": {"type": "string"}, "children": {"type": "array", "items": {"type": "object"}}},
+}
+
+
+def _doc(schema: str) -> dict[str, Any]:
+    return {"allOf": [{"$ref": f"#/components/schemas/{schema}"}, {"type": "object", "required": ["id"], "properties": {"id": _ID}}]}
+
+
+def build_routes(api: Api, openapi: Callable[[], dict[str, Any]]) -> list[RouteSpec]:
+    acc = "/v2/accounts/{account_id}"
+    routes = [
+        RouteSpec("/v2/user_auth", UserAuth(api), {
+            "PUT": Operation("Get a token from md5(username:password) and an account name or realm",
+                             "user_auth", {"$ref": "#/components/schemas/auth_data"}, auth=False, success=201),
+        }),
+        RouteSpec("/v2/api_auth", ApiAuth(api), {
+            "PUT": Operation("Get a token from an account's api key", "api_auth",
+                             {"$ref": "#/components/schemas/auth_data"}, auth=False, success=201),
+        }),
+        RouteSpec("/v2/openapi.json", OpenApiDocument(openapi), {
+            "GET": Operation("This OpenAPI document", None, None, auth=False),
+        }),
+        RouteSpec("/v2/accounts", AccountsRoot(api), {
+            "PUT": Operation("Create a sub-account of the token's account", "accounts", _doc("accounts"), success=201),
+        }),
+        RouteSpec(acc, AccountItem(api), {
+            "GET": Operation("Read an account", None, _doc("accounts")),
+            "PUT": Operation("Create a sub-account of this account", "accounts", _doc("accounts"), success=201),
+            "POST": Operation("Replace an account", "accounts", _doc("accounts")),
+            "PATCH": Operation("Merge into an account (null deletes a key)", "patch", _doc("accounts")),
+            "DELETE": Operation("Soft-delete an account (it must have no descendants)", None, _doc("accounts")),
+        }),
+    ]
+    for relation in ("children", "descendants"):
+        routes.append(RouteSpec(f"{acc}/{relation}", AccountRelation(api, relation), {
+            "GET": Operation(f"List the account's {relation}", None, _DOC_LIST, listing=True),
+        }))
+    routes += [
+        RouteSpec(f"{acc}/parents", AccountRelation(api, "parents"), {
+            "GET": Operation("The account's ancestors the token may see, root first", None, _DOC_LIST),
+        }),
+        RouteSpec(f"{acc}/tree", AccountRelation(api, "tree"), {
+            "GET": Operation("The account and its descendants as a nested tree", None, _ACCOUNT_NODE),
+        }),
+        RouteSpec(f"{acc}/api_key", ApiKey(api), {
+            "GET": Operation("The account's api key (for PUT /v2/api_auth)", None, {
+                "type": "object", "required": ["api_key"], "properties": {"api_key": {"type": "string"}}}),
+        }),
+        RouteSpec(f"{acc}/devices/status", DeviceStatus(api), {
+            "GET": Operation("Registration status of each device, from the registrars", None, {
+                "type": "array", "items": {"type": "object", "required": ["device_id", "registered"],
+                                           "properties": {"device_id": _ID, "registered": {"type": "boolean"}}}}),
+        }),
+    ]
+    for kind in ACCOUNT_RESOURCES.values():
+        singular = kind.pvt_type.replace("_", " ")
+        routes.append(RouteSpec(f"{acc}/{kind.name}", Collection(api, kind), {
+            "GET": Operation(f"List {kind.name}: {kind.description}", None, _DOC_LIST, listing=True),
+            "PUT": Operation(f"Create a {singular}", kind.schema, _doc(kind.schema), success=201),
+        }))
+        routes.append(RouteSpec(f"{acc}/{kind.name}/{{doc_id}}", Item(api, kind), {
+            "GET": Operation(f"Read a {singular}", None, _doc(kind.schema)),
+            "POST": Operation(f"Replace a {singular}", kind.schema, _doc(kind.schema)),
+            "PATCH": Operation(f"Merge into a {singular} (null deletes a key)", "patch", _doc(kind.schema)),
+            "DELETE": Operation(f"Soft-delete a {singular}", None, _doc(kind.schema)),
+        }))
+    routes += [
+        RouteSpec(f"{acc}/media/{{doc_id}}/raw", MediaRaw(api), {
+            "GET": Operation("Download the media's audio", None, None),
+            "POST": Operation("Upload the media's audio (raw body, Content-Type audio/...)", "binary", _doc("media")),
+        }),
+        RouteSpec(f"{acc}/cdrs", Cdrs(api), {
+            "GET": Operation("Call detail records from the month databases (created_from/created_to, "
+                             "Gregorian seconds, at most 31 days + 1 h)", None, _DOC_LIST, listing=True),
+        }),
+        RouteSpec(f"{acc}/cdrs/{{cdr_id}}", CdrItem(api), {
+            "GET": Operation("Read one call detail record", None, _doc("cdrs")),
+        }),
+        RouteSpec(f"{acc}/registrations", Registrations(api), {
+            "GET": Operation("Live registrations of the account's realm, from the registrars", None, _LIVE_LIST),
+            "DELETE": Operation("Flush every registration of the account's realm", None, {"type": "object"}),
+        }),
+        RouteSpec(f"{acc}/registrations/count", RegistrationCount(api), {
+            "GET": Operation("How many registrations the account's realm has", None, {
+                "type": "object", "required": ["count"], "properties": {"count": {"type": "integer"}}}),
+        }),
+        RouteSpec(f"{acc}/registrations/{{username}}", RegistrationItem(api), {
+            "DELETE": Operation("Flush one user's registrations", None, {"type": "object"}),
+        }),
+        RouteSpec(f"{acc}/channels", Channels(api), {
+            "GET": Operation("Live calls of the account, from the call nodes", None, _LIVE_LIST),
+        }),
+        RouteSpec(f"{acc}/channels/{{uuid_}}", ChannelItem(api), {
+            "GET": Operation("One live call of the account", None, {"type": "object"}),
+        }),
+    ]
+    return routes
+
+
+class OpenApiDocument:
+    def __init__(self, build: Callable[[], dict[str, Any]]) -> None:
+        self.build = build
+        self._text: str | None = None
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if self._text is None:
+            self._text = json.dumps(self.build(), separators=(",", ":"))
+        resp.content_type = falcon.MEDIA_JSON
+        resp.text = self._text
+
+
+def new_request_id(req: falcon.Request) -> str:
+    given = req.get_header("X-Request-ID")
+    if given and len(given) <= 128 and given.isprintable():
+        return given
+    return uuid.uuid4().hex

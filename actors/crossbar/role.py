@@ -1,0 +1,69 @@
+"""The ``crossbar`` role: one process serving the REST API on ``http.listen``.
+
+The process runs an in-process supervisor with one lightweight actor, ``http``, that owns the
+store connection, the bus connection and the gevent WSGI server. When it crashes, its
+supervisor starts a fresh one (new connections, same port); when the supervisor gives up, the
+role process exits and the node restarts it.
+
+The actor also listens to the bus for changes of account documents (``doc_*`` of type
+``account``), so that an account disabled or moved through another node's API is seen here
+without waiting for the account cache to expire.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gevent.pywsgi import WSGIServer
+
+from actors.crossbar.app import CrossbarApp, make_app
+from actors.kernel import Actor
+from bus import Binding, Bus, Delivery, Message, connect
+from mirliton.config import Config, parse_hostport
+from mirliton.roles import RoleProcess
+from store import Store, open_store
+from store.kazoo import ACCOUNTS_DB
+from supervisors.core import ChildSpec
+
+__all__ = ["CrossbarRole", "HttpServer"]
+
+log = logging.getLogger("mirliton.crossbar")
+
+
+class HttpServer(Actor):
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store: Store | None = None
+        self.bus: Bus | None = None
+        self.server: WSGIServer | None = None
+
+    def init(self) -> None:
+        cfg = self.config
+        self.store = open_store(cfg.store.url, cfg.node.data_dir)
+        self.bus = connect(cfg.bus.url, node=cfg.node.name, data_dir=cfg.node.data_dir)
+        self.app: CrossbarApp = make_app(self.store, bus=self.bus)
+        self.bus.consume(
+            [Binding("configuration", f"{event}.*.account.*") for event in ("doc_edited", "doc_deleted")],
+            self._account_changed,
+        )
+        host, port = parse_hostport(cfg.http.listen)
+        self.server = WSGIServer((host, port), self.app, log=None, error_log=log)
+        self.server.start()  # binds now: a port in use fails the start, visibly
+        log.info("crossbar API on http://%s:%d/v2", host, port)
+
+    def _account_changed(self, msg: Message, delivery: Delivery) -> None:
+        self.app.service.accounts_cache.invalidate(ACCOUNTS_DB, str(msg["ID"]))
+
+    def terminate(self, reason: Any) -> None:
+        if self.server is not None:
+            self.server.stop(timeout=2)
+        if self.bus is not None:
+            self.bus.close()
+        if self.store is not None:
+            self.store.close()
+
+
+class CrossbarRole(RoleProcess):
+    def child_specs(self, cfg: Config) -> list[ChildSpec]:
+        return [ChildSpec("http", start=lambda: HttpServer(cfg), restart="permanent", shutdown=5.0)]
