@@ -205,6 +205,13 @@ def test_selective_receive_timeout_raises_and_leaves_the_queue_intact(
     assert ref.call("seen") == ["waiting", ("received", "timed out"), "a", "b"]
 
 
+def test_selective_receive_by_a_tuple_of_types(start: Callable[..., ActorRef]) -> None:
+    ref = start(SelectiveReceiver((Wanted, int)))
+    for msg in ("wait", "a", 7, Wanted(1)):
+        ref.send(msg)
+    assert ref.call("seen") == ["waiting", ("received", 7), "a", Wanted(1)]
+
+
 def test_uncaught_receive_timeout_is_a_crash(start: Callable[..., ActorRef]) -> None:
     class Impatient(Actor):
         def handle_cast(self, msg: Any) -> None:
@@ -714,6 +721,31 @@ def test_terminate_runs_on_stop_and_crash_but_not_on_kill(start: Callable[..., A
     assert len(crashed.terminated_with) == 1 and isinstance(crashed.terminated_with[0], Crash)
     assert killed.terminated_with == []
     assert killed_ref.exit_reason == KILLED
+
+
+def test_kill_cannot_be_trapped_and_skips_terminate(start: Callable[..., ActorRef]) -> None:
+    trapper_actor = ExitTrapper()
+    trapper = start(trapper_actor)
+    trapper.kill()
+    assert trapper.exit_reason == KILLED
+    assert trapper_actor.terminated_with == []
+    assert trapper_actor.signals == []
+
+
+def test_spawn_gives_up_on_an_init_that_does_not_finish_in_time(
+    start: Callable[..., ActorRef],
+) -> None:
+    never = gevent.event.Event()
+
+    class HangingInit(Actor):
+        def init(self) -> None:
+            never.wait()
+
+    live_before = actor_count()
+    with pytest.raises(SpawnError) as raised:
+        start(HangingInit(), init_timeout=0.05)
+    assert raised.value.reason == "init_timeout"
+    assert actor_count() == live_before
 
 
 def test_actor_killed_when_its_stop_timeout_expires_exits_with_killed(
