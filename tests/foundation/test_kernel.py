@@ -766,6 +766,28 @@ def test_actor_killed_when_its_stop_timeout_expires_exits_with_killed(
     assert ref.exit_reason == KILLED
 
 
+def test_a_second_stop_does_not_cut_terminate_short(start: Callable[..., ActorRef]) -> None:
+    release = gevent.event.Event()
+    steps: list[str] = []
+
+    class SlowTerminate(Actor):
+        def terminate(self, reason: Any) -> None:
+            steps.append("terminate begins")
+            release.wait()
+            steps.append("terminate ends")
+
+    ref = start(SlowTerminate())
+    first_stop = gevent.spawn(ref.stop, SHUTDOWN, POLL_LIMIT_S)
+    wait_until(lambda: steps == ["terminate begins"], "terminate() to begin")
+    second_stop = gevent.spawn(ref.stop, SHUTDOWN, POLL_LIMIT_S)
+    gevent.sleep(0.01)  # let the second stop reach the actor if it is going to
+    release.set()
+    assert first_stop.get(timeout=POLL_LIMIT_S) is True
+    assert second_stop.get(timeout=POLL_LIMIT_S) is True
+    assert steps == ["terminate begins", "terminate ends"]
+    assert ref.exit_reason == SHUTDOWN
+
+
 def test_actor_count_follows_spawns_and_exits(start: Callable[..., ActorRef]) -> None:
     class Counted(Recorder):
         pass
