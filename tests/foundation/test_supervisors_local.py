@@ -24,7 +24,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from actors.kernel import KILLED, SHUTDOWN, Actor, ActorRef, Crash, SpawnError, spawn
+from actors.kernel import (
+    KILLED,
+    SHUTDOWN,
+    Actor,
+    ActorDead,
+    ActorRef,
+    Crash,
+    SpawnError,
+    spawn,
+)
 from supervisors import (
     ChildSpec,
     Supervisor,
@@ -619,6 +628,32 @@ def test_supervisor_killed_while_stopping_its_children_leaves_none_running(
     wait_until(lambda: not refs["first"].is_alive, "the not yet stopped child to be killed")
     assert sup.exit_reason == KILLED
     assert refs["first"].exit_reason == KILLED
+
+
+def test_supervisor_stopped_while_stopping_a_child_lets_that_child_finish_terminate(
+    supervise: Callable[..., ActorRef], journal: Journal,
+) -> None:
+    sup = supervise([
+        worker_spec(journal, "a"),
+        worker_spec(journal, "slow", shutdown=POLL_LIMIT_S, terminate_waits_for_release=True),
+    ])
+    slow = journal.refs["slow"]
+
+    def terminate_slow() -> None:
+        try:
+            terminate_child(sup, "slow")
+        except ActorDead:
+            pass  # the supervisor was stopped before it could answer
+
+    terminating = gevent.spawn(terminate_slow)
+    wait_until(lambda: ("terminate", "slow") in journal.events, "slow's terminate() to begin")
+    stopping = gevent.spawn(sup.stop, SHUTDOWN, POLL_LIMIT_S)  # e.g. the parent shuts down
+    gevent.sleep(0.01)  # let the supervisor's own shutdown reach "slow" if it is going to
+    journal.release.set()
+    stopping.join(POLL_LIMIT_S)
+    terminating.join(POLL_LIMIT_S)
+    assert not slow.is_alive and not sup.is_alive
+    assert ("terminated", "slow") in journal.events  # its terminate() ran to the end
 
 
 def test_killed_supervisor_takes_its_children_down(
