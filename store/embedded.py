@@ -28,7 +28,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,11 @@ __all__ = ["EmbeddedStore"]
 STORE_FILE_NAME = "store.sqlite3"
 CHUNK_SIZE = 256 * 1024
 # How long a writer waits for another process's transaction before giving up.
-BUSY_TIMEOUT_MS = 30_000
+WRITE_WAIT_TIMEOUT = 30.0
+# SQLite's own busy handler sleeps in C, which would stall every greenlet of a gevent process;
+# keep it short and wait for another process's write transaction in Python instead (time.sleep
+# yields under gevent), up to WRITE_WAIT_TIMEOUT.
+BUSY_TIMEOUT_MS = 200
 # How often a live changes feed looks at the database's sequence (cross-process, so it polls).
 POLL_INTERVAL = 0.05
 
@@ -144,21 +148,35 @@ class EmbeddedStore(Store):
         # SQLite's busy handler, which sleeps without yielding to other greenlets.
         self._write_lock = threading.RLock()
         self._closed = False
-        with self._connection() as conn:
-            conn.executescript(_SCHEMA)
+        self._ensure_schema()
 
     # -- connections -------------------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+            )
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            # Switching to WAL needs the file to itself once; afterwards it is a persistent no-op.
+            _wait_while_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
             # NORMAL in WAL mode survives a killed process; only an OS crash can lose the last commits.
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}", retry_after=1.0) from exc
         return conn
+
+    def _ensure_schema(self) -> None:
+        tables = {"dbs", "docs", "attachments", "blobs", "blob_chunks"}
+        with self._connection() as conn:
+            present = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables <= present:
+            return
+        # Through the write path: another process may be writing (or creating the schema) now.
+        with self._write() as conn:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
 
     def _after_fork(self) -> None:
         # Connections inherited over fork() belong to the parent; never touch them here.
@@ -195,13 +213,18 @@ class EmbeddedStore(Store):
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._write_lock, self._connection() as conn:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin_immediate(conn)
             try:
                 yield conn
             except BaseException:
                 conn.rollback()
                 raise
             conn.commit()
+
+    @staticmethod
+    def _begin_immediate(conn: sqlite3.Connection) -> None:
+        """Take the file's write lock, waiting cooperatively while another process holds it."""
+        _wait_while_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -851,6 +874,25 @@ class EmbeddedStore(Store):
         """SQLite's own consistency check of the file: "ok" when sound."""
         with self._connection() as conn:
             return "\n".join(str(row[0]) for row in conn.execute("PRAGMA integrity_check"))
+
+
+def _wait_while_locked(operation: Callable[[], object]) -> None:
+    """Run ``operation``, retrying with short cooperative sleeps while the file is locked."""
+    deadline = time.monotonic() + WRITE_WAIT_TIMEOUT
+    pause = 0.001
+    while True:
+        try:
+            operation()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise StoreUnavailable(
+                    f"sqlite: locked by another process for {WRITE_WAIT_TIMEOUT:.0f}s", retry_after=1.0
+                ) from exc
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
 
 def _iter_source(data: AttachmentData) -> Iterator[bytes]:

@@ -40,3 +40,30 @@ def test_failed_bulk_document_leaves_no_blob(tmp_path: Path) -> None:
     store.delete("db", "ok", rev)
     assert _blob_count(store.path) == 0
     store.close()
+
+
+def test_writers_wait_for_a_long_foreign_transaction(tmp_path: Path) -> None:
+    """Another process holding the write lock for longer than SQLite's busy timeout: the
+    store waits (cooperatively, in Python) and then writes, instead of failing."""
+    import threading
+    import time
+
+    store = EmbeddedStore(tmp_path)
+    store.create_db("db")
+    foreign = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+    foreign.execute("BEGIN IMMEDIATE")
+    released = threading.Event()
+
+    def release_later() -> None:
+        time.sleep(1.0)
+        foreign.execute("COMMIT")
+        released.set()
+
+    threading.Thread(target=release_later).start()
+    second = EmbeddedStore(tmp_path)  # opening needs no write lock once the schema exists
+    saved = second.put("db", {"_id": "waited"})
+    assert released.is_set()
+    assert store.get("db", "waited")["_rev"] == saved["_rev"]
+    foreign.close()
+    second.close()
+    store.close()
