@@ -49,6 +49,13 @@ def test_confirmed_messages_survive_a_broker_restart(amqp_url: str) -> None:
         queue=f"cdr-{unique}",
         durable=True,
     )
+    # A private (exclusive, auto-delete) queue dies with the broker's state; it must be
+    # declared again by the reconnection.
+    private: list[str] = []
+    subscriber.consume(
+        [Binding("callevt", f"call.CHANNEL_CREATE.{unique}")],
+        lambda msg, _d: private.append(msg["Call-ID"]),
+    )
     reconnects_before = metrics.RECONNECTS._value.get()
     confirmed: list[int] = []
     not_confirmed: list[int] = []
@@ -92,6 +99,11 @@ def test_confirmed_messages_survive_a_broker_restart(amqp_url: str) -> None:
         f"missing {sorted(set(confirmed) - set(received))[:20]}"
     )
     assert max(received) >= restarted_at + 199
+    # Mandatory + confirm: accepted only once the private queue exists again.
+    publisher.publish(
+        call.call_event["CHANNEL_CREATE"].build(call_id=unique), confirm=True, timeout=30
+    )
+    assert _wait_for(lambda: private == [unique], 10)
     assert metrics.RECONNECTS._value.get() >= reconnects_before + 2
     publisher.close()
     subscriber.close()
