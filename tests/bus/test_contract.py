@@ -13,7 +13,15 @@ from typing import Any
 import gevent
 import pytest
 
-from bus import Binding, Bus, BusValidationError, PublishNotConfirmed, RequestTimeout, metrics
+from bus import (
+    Binding,
+    Bus,
+    BusValidationError,
+    PublishNotConfirmed,
+    RequestTimeout,
+    lookup,
+    metrics,
+)
 from bus.api import authn, call, conf, dialplan, registration, route
 from tests.bus.conftest import Peer
 
@@ -406,3 +414,78 @@ def test_bindings_added_and_removed_on_a_live_consumer(
     _wait_for(lambda: len(got) == 10)
     gevent.sleep(0.2)
     assert got == call_ids[20:]
+
+
+def test_every_declared_type_routes_as_kazoo() -> None:
+    """Routing keys of the declared types, as kazoo.md section 4 lists them."""
+    from bus.api import offnet
+    from bus.messages import message_types
+
+    examples = {
+        "route_req": (
+            route.route_req.build(call_id="c", From="f", to="t", request="sip:100@a.b"),
+            "route.req.audio.a%2Eb.100",
+        ),
+        "route_req with account": (
+            route.route_req.build(
+                call_id="c",
+                From="f",
+                to="t",
+                request="sip:1@x",
+                custom_channel_vars={"Account-ID": "acc"},
+            ),
+            "route.req.audio.acc",
+        ),
+        "authn_req": (_authn_request("a.b"), "authn.req.a%2Eb"),
+        "reg_success": (
+            registration.reg_success.build(
+                contact="c", event_timestamp=1.5, expires=300, realm="a.b", username="u"
+            ),
+            "registration.success.a%2Eb.u",
+        ),
+        "reg_query": (registration.reg_query.build(realm="a.b"), "registration.query.a%2Eb.*"),
+        "reg_flush": (registration.reg_flush.build(realm="a.b"), "registration.flush.a%2Eb"),
+        "call event": (
+            _event("CHANNEL_BRIDGE", "c.1", other_leg_call_id="c2"),
+            "call.CHANNEL_BRIDGE.c%2E1",
+        ),
+        "doc_deleted": (
+            conf.doc_deleted.build(id="d", database="account/ab/cd/ef", type="device"),
+            "doc_deleted.account/ab/cd/ef.device.d",
+        ),
+        "offnet_req": (
+            offnet.offnet_req.build(
+                application_name="bridge", resource_type="audio", to_did="+15550100"
+            ),
+            "offnet.resource.req",
+        ),
+    }
+    for label, (message, key) in examples.items():
+        msg_type = lookup(message)
+        assert msg_type is not None, label
+        assert msg_type.route(message) == key, label
+    exchanges = {t.name: t.exchange for t in message_types()}
+    assert exchanges["route_req"] == exchanges["authn_req"] == "callmgr"
+    assert (
+        exchanges["route_resp"] == exchanges["route_win"] == exchanges["authn_resp"] == "targeted"
+    )
+    assert exchanges["reg_success"] == "registrar"
+    assert exchanges["channel_destroy"] == "callevt"
+    assert exchanges["dialplan.bridge"] == "callctl"
+    assert exchanges["doc_edited"] == "configuration"
+    assert exchanges["advertise"] == "nodes"
+    for name in (
+        "answer",
+        "hangup",
+        "respond",
+        "play",
+        "tts",
+        "record",
+        "bridge",
+        "play_and_collect_digits",
+        "send_dtmf",
+        "set",
+        "park",
+        "conference",
+    ):
+        assert exchanges[f"dialplan.{name}"] == "callctl"
