@@ -157,7 +157,8 @@ def _register_subcommands() -> None:
     # Subcommand groups that other packages provide (accounts, devices, registrations...).
     import importlib
 
-    for module, attr in (("mirliton.cli_account", "account"),):
+    for module, attr in (("mirliton.cli_account", "account"), ("mirliton.cli_device", "device"),
+                         ("mirliton.cli_registrations", "registrations")):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as err:

@@ -53,6 +53,53 @@ class SipSection(_Section):
     listen: list[str] = Field(default_factory=lambda: ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"])
 
 
+class EdgeSection(_Section):
+    """The SBC guards (Kazoo's Kamailio defaults; ../shared/reference/sip-testing.md section 1)."""
+
+    # Sources that skip every guard and authentication (Kazoo's trusted address table).
+    trusted_cidrs: list[str] = Field(default_factory=list)
+    # Anti-flood (pike): initial requests per source IP per window, then silent drop until
+    # the rate falls under the limit again and stays there for flood_release seconds.
+    flood_requests: int = Field(default=50, ge=1)
+    flood_window: float = Field(default=2.0, gt=0)
+    flood_release: float = Field(default=4.0, ge=0)
+    # Failed-auth lockout per user + source: this many failures within the window gives
+    # 403 with Retry-After until the window passes or an authentication succeeds.
+    auth_failures: int = Field(default=4, ge=1)
+    auth_failure_window: float = Field(default=300.0, gt=0)
+    lockout_retry_after: int = Field(default=3600, ge=0)
+    # Substrings of User-Agent values dropped silently (case-insensitive).
+    scanner_user_agents: list[str] = Field(default_factory=lambda: [
+        "friendly-scanner", "sipcli", "sundayddr", "pplsip", "niceguy", "portsip", "qnq",
+        "sipvicious", "sip-scan", "iwar"])
+    # Max-Forwards put on requests that carry none (Kamailio's mf_process_maxfwd_header).
+    max_forwards: int = Field(default=10, ge=1)
+    # authn_req answered within this time, else the REGISTER is dropped (Kazoo: 2500 ms).
+    authn_timeout: float = Field(default=2.5, gt=0)
+    # Credentials cached (Kazoo's auth_cache); a cached "unknown user" expires sooner.
+    credentials_ttl: float = Field(default=7200.0, ge=0)
+    negative_credentials_ttl: float = Field(default=60.0, ge=0)
+    # Shared with the other edges of a cluster so a nonce issued by one verifies on another;
+    # empty: derived from the node's data dir (fine for one node).
+    nonce_secret: str = ""
+    nonce_lifetime: float = Field(default=300.0, gt=0)
+    # Challenges offered, strongest first; MD5 alone by default as Kazoo's Kamailio (many
+    # phones pick the first challenge whatever its algorithm).
+    digest_algorithms: list[str] = Field(default_factory=lambda: ["MD5"])
+    # Answer insane requests 400 (RFC 4475) or drop them silently (Kazoo's
+    # SANITY_DROPS_REQUEST).
+    sanity_drops: bool = False
+
+
+class RegistrarSection(_Section):
+    # Kazoo's registrar: min/default/max expiry in seconds.
+    min_expires: int = Field(default=300, ge=1)
+    default_expires: int = Field(default=600, ge=1)
+    max_expires: int = Field(default=3600, ge=1)
+    # Contacts kept per AOR; the oldest binding goes when a new one exceeds it.
+    max_contacts: int = Field(default=10, ge=1)
+
+
 class HttpSection(_Section):
     listen: str = "127.0.0.1:8000"
 
@@ -83,6 +130,8 @@ class Config(_Section):
     bus: BusSection = Field(default_factory=BusSection)
     store: StoreSection = Field(default_factory=StoreSection)
     sip: SipSection = Field(default_factory=SipSection)
+    edge: EdgeSection = Field(default_factory=EdgeSection)
+    registrar: RegistrarSection = Field(default_factory=RegistrarSection)
     http: HttpSection = Field(default_factory=HttpSection)
     ops: OpsSection = Field(default_factory=OpsSection)
     log: LogSection = Field(default_factory=LogSection)

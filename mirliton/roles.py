@@ -30,6 +30,8 @@ log = logging.getLogger("mirliton.roles")
 BUILTIN_ROLES: dict[str, str] = {
     "ops": "mirliton.ops:OpsRole",
     "crossbar": "actors.crossbar.role:CrossbarRole",
+    "registrar": "actors.registrar.role:RegistrarRole",
+    "edge": "actors.edge.role:EdgeRole",
 }
 
 ACTORS = Gauge(

@@ -1,0 +1,57 @@
+"""Prometheus series of the edge (scraped through the ops role's /metrics).
+
+Labels stay bounded: methods outside RFC 3261 and its usual extensions count as "other",
+responses by class (1xx..6xx), drops by guard name. No per-user or per-call labels.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+__all__ = [
+    "AUTH_FAILURES",
+    "DROPPED",
+    "REGISTRATIONS",
+    "REQUESTS",
+    "RESPONSES",
+    "count_request",
+    "count_response",
+]
+
+REQUESTS = Counter(
+    "mirliton_sip_requests", "SIP requests received by the edge, by method.", ["method"]
+)
+RESPONSES = Counter(
+    "mirliton_sip_responses", "SIP responses sent by the edge, by class (1xx..6xx).", ["class"]
+)
+REGISTRATIONS = Gauge(
+    "mirliton_registrations",
+    "Registered contacts (bindings) held by the edge processes.",
+    multiprocess_mode="livesum",
+)
+DROPPED = Counter(
+    "mirliton_edge_dropped",
+    "Requests the edge dropped without an answer, by reason (scanner, ip_domain, flood, "
+    "sanity, authn_timeout, overload).",
+    ["reason"],
+)
+AUTH_FAILURES = Counter(
+    "mirliton_edge_auth_failures", "Digest authentications that failed (wrong or unknown user)."
+)
+
+_KNOWN_METHODS = frozenset({
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY",
+    "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+})
+_request_children = {m: REQUESTS.labels(method=m) for m in _KNOWN_METHODS | {"other"}}
+_response_children = {c: RESPONSES.labels(**{"class": f"{c}xx"}) for c in range(1, 7)}
+
+
+def count_request(method: str) -> None:
+    _request_children[method if method in _KNOWN_METHODS else "other"].inc()
+
+
+def count_response(status: int) -> None:
+    child = _response_children.get(status // 100)
+    if child is not None:
+        child.inc()
