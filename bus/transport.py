@@ -284,6 +284,11 @@ class Bus(ABC):
         self._exchanges: dict[str, ExchangeType] = dict(EXCHANGES)
         self._pending: dict[str, _PendingRequest] = {}
         self._targeted_handlers: dict[tuple[str, str], MessageCallback] = {}
+        # Unsolicited targeted messages run on their own greenlet, in order: a handler that
+        # blocks (or makes a request) must not hold up the replies other requests wait for.
+        self._unsolicited: deque[tuple[MessageCallback, Message, Delivery]] = deque()
+        self._unsolicited_wakeup = gevent.event.Event()
+        self._unsolicited_worker: Greenlet | None = None
         self._queue_ids = itertools.count(1)
         self._server_id = f"mirliton.{node}.{os.getpid()}.{new_msg_id()[:6]}"
         _live_buses.add(self)
@@ -487,6 +492,8 @@ class Bus(ABC):
         if self._closed:
             return
         self._closed = True
+        if self._unsolicited_worker is not None:
+            self._unsolicited_worker.kill(block=False)
         _live_buses.discard(self)
         if not self._forked:
             self._close()
@@ -547,13 +554,28 @@ class Bus(ABC):
             return
         handler = self._targeted_handlers.get((msg["Event-Category"], msg["Event-Name"]))
         if handler is not None:
-            handler(msg, delivery)
+            self._unsolicited.append((handler, msg, delivery))
+            self._unsolicited_wakeup.set()
+            if self._unsolicited_worker is None:
+                self._unsolicited_worker = gevent.spawn(self._run_unsolicited)
             return
         # A reply that came after its request gave up, or nobody here wants it.
         metrics.DROPPED.labels("unmatched_reply").inc()
         log.debug(
             "dropped targeted %s/%s %s", msg["Event-Category"], msg["Event-Name"], correlation
         )
+
+    def _run_unsolicited(self) -> None:
+        queue = self._unsolicited
+        while True:
+            while queue:
+                handler, msg, delivery = queue.popleft()
+                try:
+                    handler(msg, delivery)
+                except Exception:  # noqa: BLE001 - like a consumer callback
+                    log.exception("targeted handler failed on %s", msg.get("Event-Name"))
+            self._unsolicited_wakeup.clear()
+            self._unsolicited_wakeup.wait()
 
     @abstractmethod
     def _send(

@@ -489,3 +489,25 @@ def test_every_declared_type_routes_as_kazoo() -> None:
         "conference",
     ):
         assert exchanges[f"dialplan.{name}"] == "callctl"
+
+
+def test_a_targeted_handler_may_itself_make_requests(
+    make_bus: Callable[..., Bus], spawn_peer: Spawn, unique: str
+) -> None:
+    """route_win handling that asks something (e.g. the callee's registration) must not
+    block the reply it waits for: both arrive on the same Server-ID queue."""
+    realm = f"nested-{unique}"
+    spawn_peer({"role": "respond", "bindings": [["callmgr", f"authn.req.{realm}"]]})
+    app, call_control = make_bus("app"), make_bus("ecallmgr")
+    answers: list[str] = []
+
+    def on_route_win(msg: dict[str, Any], _delivery: Any) -> None:
+        answers.append(
+            app.request(_authn_request(realm, msg["Call-ID"]), timeout=5)["Auth-Username"]
+        )
+
+    app.on_targeted([("dialplan", "route_win")], on_route_win)
+    call_control.publish(
+        route.route_win.build(call_id=unique, control_queue="ctl"), routing_key=app.server_id
+    )
+    _wait_for(lambda: answers == [unique])
