@@ -32,8 +32,9 @@ __all__ = [
     "account_db_name",
     "account_id_from_db",
     "db_classification",
-    "encode_db_name",
     "decode_db_name",
+    "encode_db_name",
+    "ensure_saved",
     "get_config",
     "gregorian_now",
     "is_account_id",
@@ -250,6 +251,22 @@ def update_doc(
         except Conflict:
             continue
     raise Conflict(f"gave up after {retries} conflicting updates", db=db, doc_id=doc_id)
+
+
+def ensure_saved(store: Store, db: str, doc: dict[str, Any], *, retries: int = UPDATE_RETRIES) -> dict[str, Any]:
+    """Kazoo's ``ensure_saved``: save ``doc`` over whatever revision is current (last writer wins)."""
+    body = dict(doc)
+    for _ in range(retries):
+        try:
+            return store.put(db, body)
+        except Conflict:
+            if "_id" not in body:
+                raise
+            try:
+                body["_rev"] = store.get(db, body["_id"])["_rev"]
+            except NotFound:
+                body.pop("_rev", None)
+    raise Conflict(f"gave up after {retries} conflicting saves", db=db, doc_id=body.get("_id"))
 
 
 def save_to_modb(

@@ -22,6 +22,7 @@ from store.kazoo import (
     account_db_name,
     account_id_from_db,
     encode_db_name,
+    ensure_saved,
     get_config,
     modb_name,
     new_account_id,
@@ -544,6 +545,13 @@ def test_update_doc_retries_on_conflict(store: Store, dbname: Callable[[str], st
     assert result["n"] == 11 and calls == 2
     created = update_doc(store, db, "fresh", lambda d: {**d, "n": 1}, create={"n": 0})
     assert created["n"] == 1 and rev_number(created["_rev"]) == 1
+
+    # ensure_saved: last writer wins whatever revision it started from.
+    stale = store.get(db, "fresh")
+    store.put(db, {**stale, "n": 2})
+    forced = ensure_saved(store, db, {**stale, "n": 3})
+    assert store.get(db, "fresh")["n"] == 3 and rev_number(forced["_rev"]) == 3
+    assert ensure_saved(store, db, {"_id": "brand-new", "n": 1})["n"] == 1
 
 
 def test_bulk_docs_with_repeated_ids_and_inline_attachments(store: Store, dbname: Callable[[str], str]) -> None:
