@@ -274,7 +274,7 @@ class ActorRef:
         actor = self._actor
         if actor._exit_reason is not _RUNNING:
             return True
-        actor._greenlet.kill(_ExitSignal(reason), block=False)
+        actor._signal_exit(reason)
         if actor._greenlet.join(timeout) is None and not actor._greenlet.dead:
             self.kill()
             return False
@@ -295,9 +295,10 @@ class ActorRef:
         if reason == KILLED:
             self.kill()
         elif actor.trap_exits:
-            actor._mailbox.put(Exit(self, reason))
+            # As erlang:exit/2: the trapping target learns who sent the signal.
+            actor._mailbox.put(Exit(current_actor.get() or self, reason))
         elif reason != NORMAL:
-            actor._greenlet.kill(_ExitSignal(reason), block=False)
+            actor._signal_exit(reason)
 
     def join(self, timeout: float | None = None) -> ExitReason:
         self._actor._greenlet.join(timeout)
@@ -362,6 +363,9 @@ class Actor:
         self._watching: dict[MonitorRef, ActorRef] = {}  # whom I watch
         self._pending_calls: set[gevent.event.AsyncResult] = set()
         self._brutal = False
+        # Set once an exit signal was delivered: later ones (a second stop, a linked exit)
+        # must not interrupt terminate(); only a brutal kill may.
+        self._exit_signalled = False
         self._timers: set[Greenlet] = set()
         self.ref = ActorRef(self)
 
@@ -453,6 +457,12 @@ class Actor:
         """Exit from inside the actor (after the current handler)."""
         raise _ExitSignal(reason)
 
+    def _signal_exit(self, reason: ExitReason) -> None:
+        if self._exit_signalled:
+            return
+        self._exit_signalled = True
+        self._greenlet.kill(_ExitSignal(reason), block=False)
+
     # --- the loop -----------------------------------------------------------------------
     def _dispatch(self, msg: Any) -> None:
         if isinstance(msg, _Call):
@@ -513,6 +523,7 @@ class Actor:
             reason = Crash(f"{type(exc).__name__}: {exc}", traceback.format_exc())
             log.error("actor %r crashed: %s", self.ref, reason.error, exc_info=True)
         finally:
+            self._exit_signalled = True
             if initialised and not self._brutal:
                 try:
                     self.terminate(reason)
@@ -556,7 +567,7 @@ def _propagate_exit(target: ActorRef, source: ActorRef, reason: ExitReason) -> N
     if actor.trap_exits:
         actor._mailbox.put(Exit(source, reason))
     elif not is_normal(reason):
-        actor._greenlet.kill(_ExitSignal(reason), block=False)
+        actor._signal_exit(reason)
 
 
 class UnhandledMessage(Exception):

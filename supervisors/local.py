@@ -111,9 +111,13 @@ class Supervisor(Actor):
             self.on_change(self)
 
     # --- exits --------------------------------------------------------------------------
+    def handle_cast(self, msg: Any) -> None:
+        # A stray message must not take a whole subtree down.
+        log.warning("supervisor %s: unexpected message %r ignored", self.sup_name, msg)
+
     def handle_info(self, msg: Any) -> None:
         if not isinstance(msg, Exit):
-            log.warning("supervisor %s: unexpected message %r", self.sup_name, msg)
+            self.handle_cast(msg)
             return
         child = self.core.find_by_handle(msg.ref)
         if child is None:
@@ -153,9 +157,10 @@ class Supervisor(Actor):
                     self._start(key)
                     record_restart(self.sup_name, self.core.child(key).spec.id)
                     break
-                except SpawnError as err:
+                except Exception as err:  # noqa: BLE001 - init or the start function failed
+                    reason = err.reason if isinstance(err, SpawnError) else repr(err)
                     log.error("supervisor %s: restart of %s failed: %s", self.sup_name, key,
-                              err.reason)
+                              reason)
                     escalate = self.core.start_failed(key, _now())
                     if escalate is not None:
                         return escalate
@@ -178,9 +183,12 @@ class Supervisor(Actor):
             state = self.core.add_child(spec_or_args)
         try:
             ref = self._start(state.key)
-        except (SpawnError, TypeError):
+        except SpawnError:
             self.core.remove(state.key)
             raise
+        except Exception as err:  # the start function itself raised: nothing is added
+            self.core.remove(state.key)
+            raise SupervisorError(f"start of {state.key} failed: {err}") from err
         self._changed()
         return ref
 
@@ -199,8 +207,8 @@ class Supervisor(Actor):
         child = self.core.child(key)
         if child.running:
             self._terminate(child)
-        if self.core.template is not None:
-            self.core.remove(key)  # dynamic children are forgotten when terminated
+        if self.core.template is not None or child.spec.restart == "temporary":
+            self.core.remove(key)  # dynamic and temporary children are forgotten (OTP)
         else:
             self.core.stopped(key)
         self._changed()

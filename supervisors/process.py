@@ -422,7 +422,7 @@ class ProcessSupervisor(ProcessActor):
             st.awaiting = None
             if aw.kind == "terminate":
                 if aw.step.data == "terminate_child":
-                    if st.core.template is not None:
+                    if st.core.template is not None or st.core.child(key).spec.restart == "temporary":
                         st.core.remove(key)
                     else:
                         st.core.stopped(key)
