@@ -1,8 +1,9 @@
 """A per-process cache of documents, keyed by (database, id).
 
 Reads go through it (``get``); entries expire after ``ttl`` seconds and are dropped as soon as
-the document changes: either a change-feed follower started with ``follow(db)`` sees the change,
-or someone calls ``invalidate(db, id)`` (the bus's document-change events will). A fetch that
+the document changes: a change-feed follower started with ``follow(db)`` sees the change, a
+``NotifyingStore`` reports a write of this process (``on_change`` as its listener), or someone
+calls ``invalidate(db, id)`` (the bus's document-change events will). A fetch that
 raced with an invalidation is not cached, so a stale revision never replaces a fresh one.
 Callers get deep copies: mutating a returned document never alters the cache.
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 from store.base import ChangesFeed, Store
 from store.errors import StoreError
+from store.events import DocChange
 
 __all__ = ["DocumentCache"]
 
@@ -109,6 +111,10 @@ class DocumentCache:
                 return
             for key in [key for key in self._entries if key[0] == db]:
                 del self._entries[key]
+
+    def on_change(self, change: DocChange) -> None:
+        """A ``NotifyingStore`` listener (or a bus consumer of the same events): drop what changed."""
+        self.invalidate(change.db, change.id)
 
     def clear(self) -> None:
         with self._lock:

@@ -89,3 +89,34 @@ def test_fetch_racing_an_invalidation_is_not_cached(store: Store, dbname: Callab
     cache = DocumentCache(InvalidatedDuringRead())  # type: ignore[arg-type]
     assert cache.get(db, "x")["v"] == 1
     assert (db, "x") not in cache
+
+
+def test_write_events_invalidate_at_once(store: Store, dbname: Callable[[str], str]) -> None:
+    from store.events import DocChange, NotifyingStore
+
+    notifying = NotifyingStore(store)
+    events: list[DocChange] = []
+    cache = DocumentCache(notifying, ttl=3600)
+    notifying.add_listener(events.append)
+    notifying.add_listener(cache.on_change)
+
+    db = dbname("events")
+    notifying.create_db(db)
+    doc = notifying.put(db, {"_id": "dev", "pvt_type": "device", "v": 1})
+    assert cache.get(db, "dev")["v"] == 1
+    doc = notifying.put(db, {**doc, "v": 2})
+    assert (db, "dev") not in cache and cache.get(db, "dev")["v"] == 2
+    notifying.bulk_docs(db, [{"_id": "u1", "pvt_type": "user"}, {"_id": "dev", "v": "stale, conflicts"}])
+    soft = notifying.put(db, {**doc, "pvt_deleted": True})
+    notifying.delete(db, "dev", soft["_rev"])
+    notifying.delete_db(db)
+    assert [(e.action, e.id, e.pvt_type) for e in events] == [
+        ("db_created", None, None),
+        ("doc_created", "dev", "device"),
+        ("doc_edited", "dev", "device"),
+        ("doc_created", "u1", "user"),
+        ("doc_deleted", "dev", "device"),
+        ("doc_deleted", "dev", None),
+        ("db_deleted", None, None),
+    ]
+    assert all(e.rev for e in events if e.id)
