@@ -16,6 +16,7 @@ import pytest
 from bus import (
     Binding,
     Bus,
+    BusError,
     BusValidationError,
     PublishNotConfirmed,
     RequestTimeout,
@@ -511,3 +512,35 @@ def test_a_targeted_handler_may_itself_make_requests(
         route.route_win.build(call_id=unique, control_queue="ctl"), routing_key=app.server_id
     )
     _wait_for(lambda: answers == [unique])
+
+
+def test_exchanges_beyond_kazoos_and_undeclared_message_types(
+    make_bus: Callable[..., Bus], unique: str
+) -> None:
+    subscriber, publisher = make_bus("sub"), make_bus("pub")
+    exchange = f"tasks-{unique}"
+    for bus in (subscriber, publisher):
+        bus.declare_exchange(exchange, "direct")
+    got: list[dict[str, Any]] = []
+    subscriber.consume([Binding(exchange, "run")], lambda m, d: got.append(m))
+    # A type nobody declared still needs a valid envelope, and says where it goes.
+    task = {
+        "Event-Category": "tasks",
+        "Event-Name": "run",
+        "App-Name": "tests",
+        "App-Version": "1",
+        "Msg-ID": unique,
+        "Task": "rebuild",
+    }
+    with pytest.raises(BusValidationError):
+        publisher.publish(task)
+    with pytest.raises(BusValidationError) as missing:
+        publisher.publish({**task, "Msg-ID": ""}, exchange=exchange, routing_key="run")
+    assert missing.value.field == "Msg-ID"
+    publisher.publish(task, exchange=exchange, routing_key="run")
+    _wait_for(lambda: len(got) == 1)
+    assert got[0]["Task"] == "rebuild"
+    with pytest.raises(BusError):
+        publisher.declare_exchange(exchange, "topic")
+    with pytest.raises(BusError):
+        publisher.publish(task, exchange=f"nowhere-{unique}", routing_key="run")
