@@ -429,8 +429,6 @@ class EmbeddedStore(Store):
             old_stubs = {**old_stubs, **stored_attachments}
         new_number = _rev_number(previous_rev) + 1 if previous_rev else 1
         stubs = {} if deleted else self._resolve_attachments(conn, db, doc_id, body, old_stubs, new_number)
-        if old_stubs or stubs:
-            self._drop_attachments(conn, db, doc_id, keep=set(stubs))
         body.pop("_attachments", None)
         if stubs:
             body["_attachments"] = stubs
@@ -440,6 +438,9 @@ class EmbeddedStore(Store):
             content = _dumps(body)
         except (TypeError, ValueError) as exc:
             raise BadRequest(f"document is not JSON: {exc}", db=db, doc_id=doc_id) from exc
+        # Only now that nothing can fail any more are dropped attachments removed.
+        if old_stubs or stubs:
+            self._drop_attachments(conn, db, doc_id, keep=set(stubs))
         # The rev hash covers the previous rev and the content, so equal edits of different
         # revisions never share a rev.
         digest = hashlib.md5(f"{int(deleted)}|{previous_rev}|".encode(), usedforsecurity=False)

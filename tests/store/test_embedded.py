@@ -67,3 +67,13 @@ def test_writers_wait_for_a_long_foreign_transaction(tmp_path: Path) -> None:
     foreign.close()
     second.close()
     store.close()
+
+
+def test_unencodable_document_in_bulk_keeps_the_previous_revision_whole(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path)
+    store.create_db("db")
+    rev = store.put_attachment("db", "m", "a.wav", b"audio", content_type="audio/x-wav")
+    results = store.bulk_docs("db", [{"_id": "m", "_rev": rev, "bad": {1, 2}}, {"_id": "other"}])
+    assert [r.ok for r in results] == [False, True] and results[0].error == "bad_request"
+    assert store.get_attachment("db", "m", "a.wav") == (b"audio", "audio/x-wav")
+    store.close()
