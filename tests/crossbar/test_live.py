@@ -1,0 +1,133 @@
+"""The API on a real (local) bus: document-change notifications go out on ``configuration``;
+registrations and channels are asked of whoever answers, and an unanswered question comes back
+quickly as an empty list with a note."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gevent
+import pytest
+from falcon import testing
+
+from actors.crossbar.app import make_app
+from actors.crossbar.live import CHANNELS_ROUTING_KEY
+from bus import Binding, Bus, Delivery, Message, connect
+from bus.api.registration import reg_query_resp
+from store import Store
+from store.accounts import create_account
+from store.kazoo import account_db_name, encode_db_name
+from tests.crossbar.conftest import ApiClient, created, login, ok
+
+LIVE_TIMEOUT = 0.3
+
+
+@pytest.fixture
+def buses(tmp_path: Path) -> Iterator[tuple[Bus, Bus]]:
+    data_dir = tmp_path / "node"
+    data_dir.mkdir()
+    api_bus = connect("local", node="api", data_dir=data_dir)
+    peer_bus = connect("local", node="peer", data_dir=data_dir)
+    yield api_bus, peer_bus
+    api_bus.close()
+    peer_bus.close()
+
+
+@pytest.fixture
+def api(embedded_store: Store, buses: tuple[Bus, Bus]) -> tuple[ApiClient, str]:
+    account = create_account(embedded_store, "Live", "live.example.test", "admin", "adminpass")
+    app = make_app(embedded_store, bus=buses[0], live_timeout=LIVE_TIMEOUT)
+    anon = ApiClient(testing.TestClient(app))
+    return anon.as_token(login(anon, "admin", "adminpass", "live.example.test")), account["account_id"]
+
+
+def _wait(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        gevent.sleep(0.01)
+
+
+def test_writes_publish_doc_change_notifications(api: tuple[ApiClient, str], buses: tuple[Bus, Bus]) -> None:
+    client, account_id = api
+    seen: list[Message] = []
+    buses[1].consume([Binding("configuration", "#")], lambda msg, _d: seen.append(msg))
+    gevent.sleep(0.05)
+    device = created(client.put(f"/v2/accounts/{account_id}/devices", {"name": "notified"}))
+    ok(client.patch(f"/v2/accounts/{account_id}/devices/{device['id']}", {"name": "edited"}))
+    ok(client.delete(f"/v2/accounts/{account_id}/devices/{device['id']}"))
+    _wait(lambda: len([m for m in seen if m["ID"] == device["id"]]) == 3)
+    events = [m for m in seen if m["ID"] == device["id"]]
+    assert [m["Event-Name"] for m in events] == ["doc_created", "doc_edited", "doc_deleted"]
+    assert all(m["Type"] == "device" and m["Account-ID"] == account_id for m in events)
+    assert events[0]["Database"] == encode_db_name(account_db_name(account_id))
+    assert events[2]["Is-Soft-Deleted"] is True
+    assert events[1]["Rev"].startswith("2-")
+
+
+def test_registrations_come_from_the_registrars(api: tuple[ApiClient, str], buses: tuple[Bus, Bus]) -> None:
+    client, account_id = api
+    queries: list[Message] = []
+
+    def registrar(msg: Message, _delivery: Delivery) -> None:
+        queries.append(msg)
+        fields = [
+            {"Username": "desk100", "Realm": "live.example.test", "Contact": "<sip:desk100@127.0.0.1:5070>",
+             "Expires": 300, "User-Agent": "pjsua", "Call-ID": "reg-1"},
+        ]
+        buses[1].reply(msg, reg_query_resp.build(fields=fields))
+
+    buses[1].consume([Binding("registrar", "registration.query.#")], registrar)
+    gevent.sleep(0.05)
+    device = created(client.put(f"/v2/accounts/{account_id}/devices", {"name": "desk", "sip": {"username": "desk100", "password": "secret-1"}}))
+    created(client.put(f"/v2/accounts/{account_id}/devices", {"name": "other", "sip": {"username": "other200", "password": "secret-2"}}))
+    body = client.get(f"/v2/accounts/{account_id}/registrations").json
+    assert body["status"] == "success" and "note" not in body
+    assert body["data"] == [{"username": "desk100", "realm": "live.example.test", "contact": "<sip:desk100@127.0.0.1:5070>",
+                             "expires": 300, "user_agent": "pjsua", "call_id": "reg-1"}]
+    assert queries[-1]["Realm"] == "live.example.test"
+    assert ok(client.get(f"/v2/accounts/{account_id}/registrations/count")) == {"count": 1}
+    status = {item["device_id"]: item["registered"] for item in ok(client.get(f"/v2/accounts/{account_id}/devices/status"))}
+    assert status[device["id"]] is True and list(status.values()).count(True) == 1
+
+
+def test_no_registrar_answers_quickly_with_a_note(api: tuple[ApiClient, str]) -> None:
+    client, account_id = api
+    started = time.monotonic()
+    body = client.get(f"/v2/accounts/{account_id}/registrations").json
+    elapsed = time.monotonic() - started
+    assert body["status"] == "success" and body["data"] == []
+    assert "no registrar responder answered" in body["note"]
+    assert elapsed < LIVE_TIMEOUT + 1.0
+
+
+def test_flush_publishes_reg_flush(api: tuple[ApiClient, str], buses: tuple[Bus, Bus]) -> None:
+    client, account_id = api
+    flushes: list[Message] = []
+    buses[1].consume([Binding("registrar", "registration.flush.#")], lambda msg, _d: flushes.append(msg))
+    gevent.sleep(0.05)
+    ok(client.delete(f"/v2/accounts/{account_id}/registrations/desk100"))
+    _wait(lambda: bool(flushes))
+    assert flushes[0]["Realm"] == "live.example.test" and flushes[0]["Username"] == "desk100"
+
+
+def test_channels_come_from_the_call_nodes(api: tuple[ApiClient, str], buses: tuple[Bus, Bus]) -> None:
+    client, account_id = api
+    assert "no call node responder" in client.get(f"/v2/accounts/{account_id}/channels").json["note"]
+
+    def call_node(msg: Message, _delivery: Delivery) -> None:
+        if msg.get("Account-ID") != account_id:
+            return
+        channels = [{"UUID": "call-1", "Direction": "inbound", "Answered": True, "Destination": "100"}]
+        buses[1].reply(msg, {"Event-Category": "call_event", "Event-Name": "query_account_channels_resp",
+                             "App-Name": "calls", "App-Version": "0.1.0", "Channels": channels})
+
+    buses[1].consume([Binding("callevt", CHANNELS_ROUTING_KEY)], call_node)
+    gevent.sleep(0.05)
+    channels = client.get(f"/v2/accounts/{account_id}/channels").json
+    assert channels["data"] == [{"uuid": "call-1", "direction": "inbound", "answered": True, "destination": "100"}]
+    assert ok(client.get(f"/v2/accounts/{account_id}/channels/call-1"))["destination"] == "100"
+    assert client.get(f"/v2/accounts/{account_id}/channels/nope").status_code == 404
