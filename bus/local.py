@@ -64,8 +64,11 @@ log = logging.getLogger("mirliton.bus.local")
 _LENGTH = struct.Struct(">I")
 _PEERCRED = struct.Struct("3i")
 _HEADER = struct.Struct(">HHH")
-# Frames waiting for one peer before a publisher has to wait for the writer (backpressure).
+# Frames waiting for one peer before a publisher has to wait for the writer (backpressure),
+# and how long it waits before dropping: a stopped or hung process must not stall every
+# publisher of the node (on amqp the broker's queue would absorb it instead).
 _MAX_PENDING_FRAMES = 50_000
+_BACKPRESSURE_WAIT = 2.0
 # Coalesced write size: big enough to amortise the system call, small enough to interleave.
 _BATCH_BYTES = 256 * 1024
 _ROUTE_CACHE_LIMIT = 20_000
@@ -268,6 +271,7 @@ class _Peer:
         self.bus = bus
         self.owner = owner
         self.dead = False
+        self._congested = False
         self._out: deque[bytes] = deque()
         self._enqueued = 0
         self.written = 0
@@ -276,13 +280,31 @@ class _Peer:
         self._sock: gevent.socket.socket | None = None
         self._greenlet = gevent.spawn(self._run)
 
-    def send(self, frame: bytes) -> int:
-        """Queue a frame; returns its sequence number (for confirm waits), 0 if the peer died."""
+    def send(self, frame: bytes, deadline: float | None = None) -> int:
+        """Queue a frame; returns its sequence number (for confirm waits), 0 if the peer died
+        or stayed too far behind until ``deadline`` (default: a short backpressure wait)."""
         if self.dead:
             return 0
-        while len(self._out) >= _MAX_PENDING_FRAMES and not self.dead:
-            self._progress.clear()
-            self._progress.wait(1.0)
+        if self._congested:
+            # Once it made a publisher give up, drop at once until half the backlog is gone,
+            # instead of making every publisher wait in turn.
+            if len(self._out) >= _MAX_PENDING_FRAMES // 2 and deadline is None:
+                metrics.DROPPED.labels("peer_backlog").inc()
+                return 0
+            self._congested = False
+        if len(self._out) >= _MAX_PENDING_FRAMES:
+            give_up = time.monotonic() + _BACKPRESSURE_WAIT if deadline is None else deadline
+            while len(self._out) >= _MAX_PENDING_FRAMES and not self.dead:
+                remaining = give_up - time.monotonic()
+                if remaining <= 0:
+                    self._congested = True
+                    log.warning("bus: peer %s is not keeping up; dropping", self.owner)
+                    metrics.DROPPED.labels("peer_backlog").inc()
+                    return 0
+                self._progress.clear()
+                self._progress.wait(min(remaining, 1.0))
+            if self.dead:
+                return 0
         self._out.append(frame)
         self._enqueued += 1
         self._wakeup.set()
@@ -396,10 +418,15 @@ class LocalBus(Bus):
             if owner == self._owner:
                 continue
             probe = gevent.socket.socket(std_socket.AF_UNIX, std_socket.SOCK_STREAM)
+            probe.settimeout(2.0)
             try:
                 probe.connect(self._address(owner))
-            except OSError:
+            except (ConnectionRefusedError, FileNotFoundError):
+                # Nobody listens there any more: the process is gone.
                 self._registry.remove(owner)
+            except OSError:
+                # Busy (backlog full, slow): alive, leave it alone.
+                pass
             finally:
                 probe.close()
 
@@ -519,7 +546,8 @@ class LocalBus(Bus):
             header = _HEADER.pack(len(exchange_b), len(key_b), len(queues_b))
             length = _HEADER.size + len(exchange_b) + len(key_b) + len(queues_b) + len(body)
             sequence = peer.send(
-                b"".join((_LENGTH.pack(length), header, exchange_b, key_b, queues_b, body))
+                b"".join((_LENGTH.pack(length), header, exchange_b, key_b, queues_b, body)),
+                deadline if confirm else None,
             )
             if sequence:
                 waits.append((peer, sequence))

@@ -45,7 +45,8 @@ BUFFERED = Gauge(
 )
 DROPPED = Counter(
     "mirliton_bus_dropped_total",
-    "Messages dropped, by reason (buffer_full, invalid, unmatched_reply, no_consumer, peer_gone).",
+    "Messages dropped, by reason (buffer_full, invalid, unmatched_reply, no_consumer,"
+    " peer_gone, peer_backlog).",
     ["reason"],
 )
 

@@ -183,3 +183,33 @@ def test_routing_follows_binding_churn_incrementally_and_after_pruning(
     finally:
         calls.close()
         publisher.close()
+
+
+def test_a_stopped_process_does_not_stall_publishers(
+    local_bus: LocalBus, data_dir: Path, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bus import local, metrics
+
+    monkeypatch.setattr(local, "_MAX_PENDING_FRAMES", 200)
+    monkeypatch.setattr(local, "_BACKPRESSURE_WAIT", 0.3)
+    peer = Peer(
+        "local", data_dir, {"role": "subscribe", "bindings": [["callevt", f"call.*.{unique}"]]}
+    )
+    dropped = metrics.DROPPED.labels("peer_backlog")
+    before = dropped._value.get()
+    try:
+        os.kill(peer.process.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        # Far more than the socket buffer and the backlog hold.
+        for _ in range(20_000):
+            local_bus.publish(_event("CHANNEL_CREATE", unique))
+        assert time.monotonic() - started < 10
+        assert dropped._value.get() > before
+        os.kill(peer.process.pid, signal.SIGCONT)
+        # It catches up with what was queued, then gets new messages again.
+        local_bus.publish(_event("CHANNEL_DESTROY", unique), confirm=True, timeout=10)
+        lines = peer.read_until(lambda line: line["msg"]["Event-Name"] == "CHANNEL_DESTROY", 30)
+        assert len(lines) < 20_001
+    finally:
+        os.kill(peer.process.pid, signal.SIGCONT)
+        peer.stop()
