@@ -23,7 +23,6 @@ from bus import Binding, Bus, Delivery, Message, connect
 from mirliton.config import Config, parse_hostport
 from mirliton.roles import RoleProcess
 from store import Store, open_store
-from store.kazoo import ACCOUNTS_DB
 from supervisors.core import ChildSpec
 
 __all__ = ["CrossbarRole", "HttpServer"]
@@ -53,7 +52,7 @@ class HttpServer(Actor):
         log.info("crossbar API on http://%s:%d/v2", host, port)
 
     def _account_changed(self, msg: Message, delivery: Delivery) -> None:
-        self.app.service.accounts_cache.invalidate(ACCOUNTS_DB, str(msg["ID"]))
+        self.app.service.accounts_cache.invalidate(str(msg["ID"]))
 
     def terminate(self, reason: Any) -> None:
         if self.server is not None:

@@ -19,6 +19,7 @@ import hashlib
 import json
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,7 +42,6 @@ from actors.crossbar.notifier import Notifier, NullNotifier
 from store import Store
 from store import errors as store_errors
 from store.accounts import credential_hashes
-from store.cache import DocumentCache
 from store.kazoo import (
     ACCOUNTS_DB,
     GREGORIAN_OFFSET,
@@ -346,6 +346,43 @@ def _summarize(doc: dict[str, Any], summary: tuple[tuple[str, str], ...]) -> dic
     return out
 
 
+class AccountCache:
+    """Account documents of the ``accounts`` aggregate, by id, for ``ttl`` seconds.
+
+    Every request reads one or two account documents (the token's and the target's), so they
+    are cached; unlike store.cache.DocumentCache the cached document is shared, not copied, and
+    callers treat it as read-only. Writes through this API invalidate at once; changes made by
+    other nodes arrive as bus notifications (role.py) or expire.
+    """
+
+    def __init__(self, store: Store, *, ttl: float, max_entries: int = 10_000) -> None:
+        self.store = store
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._generation = 0
+
+    def get(self, account_id: str) -> dict[str, Any]:
+        now = time.monotonic()
+        entry = self._entries.get(account_id)
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        generation = self._generation
+        doc = self.store.get(ACCOUNTS_DB, account_id)
+        if generation == self._generation:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[account_id] = (now + self.ttl, doc)
+        return doc
+
+    def invalidate(self, account_id: str | None = None) -> None:
+        self._generation += 1
+        if account_id is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(account_id, None)
+
+
 # -- the service -------------------------------------------------------------------------------
 
 
@@ -365,7 +402,7 @@ class CrossbarService:
         self.store = store
         self.signer = signer
         self.notifier: Notifier = notifier or NullNotifier()
-        self.accounts_cache = DocumentCache(store, ttl=account_cache_ttl)
+        self.accounts_cache = AccountCache(store, ttl=account_cache_ttl)
         self.realm_suffix = realm_suffix
         self.max_media_bytes = max_media_bytes
         for db in (ACCOUNTS_DB, "sip_auth", "webhooks"):
@@ -378,7 +415,7 @@ class CrossbarService:
         if not is_account_id(account_id):
             raise NotFound(f"no account {account_id}", error_id="account_not_found")
         try:
-            doc = self.accounts_cache.get(ACCOUNTS_DB, account_id)
+            doc = self.accounts_cache.get(account_id)
         except store_errors.NotFound:
             raise NotFound(f"no account {account_id}", error_id="account_not_found") from None
         if doc.get("pvt_deleted") or doc.get("pvt_type") != "account":
@@ -592,7 +629,7 @@ class CrossbarService:
                 self._quietly(lambda: self.store.delete_db(db, missing_ok=True))
             self._quietly(lambda: self.store.delete(ACCOUNTS_DB, claim["_id"], claim["_rev"]))
             raise
-        self.accounts_cache.invalidate(ACCOUNTS_DB, account_id)
+        self.accounts_cache.invalidate(account_id)
         self.notifier.notify("doc_created", db, saved)
         return aggregate
 
@@ -623,7 +660,7 @@ class CrossbarService:
             raise Conflict("the account changed meanwhile", error_id="stale_revision") from None
         body = {k: v for k, v in saved.items() if k not in ("_rev", "_attachments")}
         update_doc(self.store, ACCOUNTS_DB, account_id, lambda _old: dict(body), create={})
-        self.accounts_cache.invalidate(ACCOUNTS_DB, account_id)
+        self.accounts_cache.invalidate(account_id)
         self.notifier.notify(event, db, saved)
         return saved
 
@@ -759,29 +796,78 @@ class CrossbarService:
             raise NotFound(f"no {kind.pvt_type} {doc_id}", error_id="bad_identifier")
         return doc
 
-    def _check_unique(self, kind: ResourceKind, account_id: str, doc: dict[str, Any], doc_id: str | None) -> dict[str, Any]:
+    # Uniqueness (a device's SIP username, a callflow's numbers, ...) is kept by claim documents
+    # in the account database, one per value, ``_id`` derived from the value: two concurrent
+    # writers of one value collide on that id and exactly one wins, and checking costs one read
+    # instead of a scan of the account. A claim whose owner is gone or no longer holds the value
+    # (left by a crash) is taken over.
+
+    @staticmethod
+    def _claim_id(kind: ResourceKind, rule: UniqueRule, value: str) -> str:
+        readable = re.fullmatch(r"[A-Za-z0-9.+@-]{1,64}", value) is not None
+        key = value if readable else hashlib.sha1(value.encode(), usedforsecurity=False).hexdigest()
+        return f"claim:{kind.name}:{rule.field}:{key}"
+
+    def _claim_unique(
+        self, kind: ResourceKind, account_id: str, doc_id: str, doc: dict[str, Any], current: dict[str, Any] | None
+    ) -> list[dict[str, Any]]:
+        """Claim every unique value of ``doc`` (ValidationError if one is taken); returns the
+        claims made, to release if the write that follows fails."""
+        db = account_db_name(account_id)
+        acquired: list[dict[str, Any]] = []
         errors: dict[str, Any] = {}
-        if not kind.unique:
-            return errors
+        for rule in kind.unique:
+            held = set(rule.values(current)) if current is not None else set()
+            for value in rule.values(doc):
+                if value in held:
+                    continue
+                claim_id = self._claim_id(kind, rule, value)
+                body = set_pvt_fields(
+                    {"_id": claim_id, "pvt_owner_id": doc_id, "field": rule.field, "value": value},
+                    "unique_claim", account_id,
+                )
+                try:
+                    acquired.append(self.store.put(db, body))
+                    continue
+                except store_errors.Conflict:
+                    pass
+                claim = self.store.open_or_none(db, claim_id)
+                owner = claim.get("pvt_owner_id") if claim else None
+                if claim is not None and owner == doc_id:
+                    continue
+                holder = self.store.open_or_none(db, str(owner)) if owner else None
+                if (
+                    claim is None
+                    or holder is not None and not holder.get("pvt_deleted")
+                    and holder.get("pvt_type") == kind.pvt_type and value in rule.values(holder)
+                ):
+                    errors.update(_unique_error(rule.field, rule.what, value, str(owner or "another document")))
+                    break
+                try:
+                    acquired.append(self.store.put(db, {**body, "_rev": claim["_rev"]}))
+                except store_errors.Conflict:
+                    errors.update(_unique_error(rule.field, rule.what, value, "another document"))
+                    break
+        if errors:
+            self._release_claims(db, acquired)
+            raise ValidationError(errors)
+        return acquired
+
+    def _release_claims(self, db: str, claims: list[dict[str, Any]]) -> None:
+        for claim in claims:
+            self._quietly(lambda claim=claim: self.store.delete(db, claim["_id"], claim["_rev"]))
+
+    def _release_values(
+        self, kind: ResourceKind, account_id: str, doc_id: str, old: dict[str, Any], new: dict[str, Any] | None
+    ) -> None:
+        """Free the claims ``doc_id`` holds for values of ``old`` that ``new`` no longer has."""
         db = account_db_name(account_id)
         for rule in kind.unique:
-            wanted = rule.values(doc)
-            if not wanted:
-                continue
-            selector: dict[str, Any] = {}
-            if rule.values.__qualname__.startswith("_scalar") and len(wanted) == 1:
-                # Narrow in the store (the embedded backend filters this in SQL).
-                raw = _get_path(doc, rule.field)
-                if isinstance(raw, str) and raw == raw.lower():
-                    selector[rule.field] = raw
-            for other in self._live_docs(db, kind.pvt_type, selector):
-                if other["_id"] == doc_id:
-                    continue
-                taken = set(rule.values(other)).intersection(wanted)
-                if taken:
-                    errors.update(_unique_error(rule.field, rule.what, sorted(taken)[0], other["_id"]))
-                    break
-        return errors
+            keep = set(rule.values(new)) if new is not None else set()
+            for value in set(rule.values(old)) - keep:
+                claim = self.store.open_or_none(db, self._claim_id(kind, rule, value))
+                if claim is not None and claim.get("pvt_owner_id") == doc_id:
+                    self._release_claims(db, [claim])
 
     def _prepare(
         self, kind: ResourceKind, account: dict[str, Any], data: dict[str, Any], current: dict[str, Any] | None
@@ -808,7 +894,6 @@ class CrossbarService:
                 private.update({"pvt_md5_auth": None, "pvt_sha1_auth": None})
         if kind.name == "media":
             data.pop("content_length", None)
-        errors.update(self._check_unique(kind, account["_id"], data, current["_id"] if current else None))
         if errors:
             raise ValidationError(errors)
         return schemas.apply_defaults(kind.schema, data), private
@@ -819,7 +904,12 @@ class CrossbarService:
         doc = set_pvt_fields({**body, "_id": secrets.token_hex(16)}, kind.pvt_type, account_id)
         doc.update({k: v for k, v in private.items() if v is not None})
         db = account_db_name(account_id)
-        saved = self._put(db, doc)
+        claims = self._claim_unique(kind, account_id, doc["_id"], doc, None)
+        try:
+            saved = self._put(db, doc)
+        except BaseException:
+            self._release_claims(db, claims)
+            raise
         self._sync_aggregate(kind, saved, account)
         self.notifier.notify("doc_created", db, saved)
         return saved
@@ -861,7 +951,13 @@ class CrossbarService:
                 doc[key] = value
         doc["pvt_modified"] = gregorian_now()
         db = account_db_name(account["_id"])
-        saved = self._put(db, doc)
+        claims = self._claim_unique(kind, account["_id"], doc_id, doc, current)
+        try:
+            saved = self._put(db, doc)
+        except BaseException:
+            self._release_claims(db, claims)
+            raise
+        self._release_values(kind, account["_id"], doc_id, current, saved)
         self._sync_aggregate(kind, saved, account)
         self.notifier.notify("doc_edited", db, saved)
         return saved
@@ -872,6 +968,7 @@ class CrossbarService:
         doc = {**current, "pvt_deleted": True, "pvt_modified": gregorian_now()}
         db = account_db_name(account["_id"])
         saved = self._put(db, doc)
+        self._release_values(kind, account["_id"], doc_id, current, None)
         self._sync_aggregate(kind, saved, account)
         self.notifier.notify("doc_deleted", db, saved)
         return saved
