@@ -701,7 +701,8 @@ class EmbeddedStore(Store):
                     "no_usable_index: no index exists for this sort, try indexing by the sort fields", db=db
                 )
             rows = conn.execute(f"SELECT body FROM docs WHERE {where} ORDER BY id", (db, *params)).fetchall()
-        docs = [doc for doc in (json.loads(body) for (body,) in rows) if mango.matches(selector, doc)]
+        compiled = mango.compile_selector(selector)
+        docs = [doc for doc in (json.loads(body) for (body,) in rows) if mango.evaluate(compiled, doc)]
         sort_paths = [mango.split_field(f) for f, _ in spec]
         if spec:
             # A JSON index holds only documents that have every indexed field.

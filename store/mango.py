@@ -23,6 +23,8 @@ __all__ = [
     "MISSING",
     "SortSpec",
     "collation_key",
+    "compile_selector",
+    "evaluate",
     "decode_bookmark",
     "encode_bookmark",
     "get_field",
@@ -153,7 +155,7 @@ def _validate_condition(field: str, cond: Any) -> None:
         if op == "$regex":
             if not isinstance(arg, str):
                 raise BadRequest("$regex needs a string")
-            _compile(arg)
+            _compile_regex(arg)
         if op == "$size" and (not isinstance(arg, int) or isinstance(arg, bool)):
             raise BadRequest("$size needs an integer")
         if op == "$mod" and not (
@@ -173,53 +175,137 @@ def _validate_condition(field: str, cond: Any) -> None:
 
 
 @lru_cache(maxsize=256)
-def _compile(pattern: str) -> re.Pattern[str]:
+def _compile_regex(pattern: str) -> re.Pattern[str]:
     try:
         return re.compile(pattern)
     except re.error as exc:
         raise BadRequest(f"invalid $regex {pattern!r}: {exc}") from exc
 
 
-def matches(selector: dict[str, Any], doc: Any) -> bool:
-    """True when ``doc`` satisfies the Mango ``selector`` (validated beforehand)."""
+# -- matching ------------------------------------------------------------------------------
+#
+# A selector is compiled to a small tree first, the way CouchDB's mango_selector normalizes it:
+# nested objects become dotted paths, several conditions on one field become an $and, and
+# negations ($not, $nor) are pushed down to the fields with De Morgan's laws ($not of $lt is
+# $gte, of $in is $nin, of $exists:true is $exists:false, ...). Pushed-down negations keep
+# CouchDB's rule that a condition on an absent field fails (only $exists:false holds), so
+# {"$not": {"a": {"$ne": 1}}} is {"a": {"$eq": 1}} and does not match documents without "a".
+
+_NEGATED = {
+    "$lt": "$gte", "$gte": "$lt", "$lte": "$gt", "$gt": "$lte",
+    "$eq": "$ne", "$ne": "$eq", "$in": "$nin", "$nin": "$in",
+}
+
+# Tree nodes: ("and", [nodes]) | ("or", [nodes]) | ("op", path, operator, argument)
+#           | ("not", path, node)   -- the field exists and ``node`` fails on its value
+#           | ("elem", path, "$elemMatch"|"$allMatch", node)  -- ``node`` runs on each element
+Node = tuple[Any, ...]
+
+
+def compile_selector(selector: dict[str, Any]) -> Node:
+    """The selector as a matching tree (validate it first)."""
+    return _compile(selector, [])
+
+
+def _compile(selector: dict[str, Any], base: list[str]) -> Node:
+    parts: list[Node] = []
     for key, cond in selector.items():
         if key == "$and":
-            if not all(matches(sub, doc) for sub in cond):
-                return False
+            parts.append(("and", [_compile(sub, base) for sub in cond]))
         elif key == "$or":
-            if not any(matches(sub, doc) for sub in cond):
-                return False
+            parts.append(("or", [_compile(sub, base) for sub in cond]))
         elif key == "$nor":
-            if any(matches(sub, doc) for sub in cond):
-                return False
+            parts.append(_negate(("or", [_compile(sub, base) for sub in cond])))
         elif key == "$not":
-            if matches(cond, doc):
-                return False
-        elif not _match_field(get_field(doc, split_field(key)), cond):
-            return False
-    return True
+            parts.append(_negate(_compile(cond, base)))
+        elif key.startswith("$"):
+            parts.append(_compile_condition(base, {key: cond}))
+        else:
+            parts.append(_compile_condition(base + split_field(key), cond))
+    return parts[0] if len(parts) == 1 else ("and", parts)
+
+
+def _compile_condition(path: list[str], cond: Any) -> Node:
+    if not isinstance(cond, dict) or not cond:
+        return ("op", path, "$eq", cond)
+    parts: list[Node] = []
+    for key, arg in cond.items():
+        if not key.startswith("$"):
+            parts.append(_compile_condition(path + split_field(key), arg))
+        elif key == "$not":
+            parts.append(("not", path, _compile_condition([], arg)))
+        elif key in ("$elemMatch", "$allMatch"):
+            inner = _compile_condition([], arg) if _is_operator_object(arg) else _compile(arg, [])
+            parts.append(("elem", path, key, inner))
+        elif key in ("$and", "$or", "$nor"):
+            # Combinators inside a field condition apply to that field's value.
+            parts.append(_compile({key: arg}, path))
+        else:
+            parts.append(("op", path, key, arg))
+    return parts[0] if len(parts) == 1 else ("and", parts)
+
+
+def _negate(node: Node) -> Node:
+    kind = node[0]
+    if kind == "and":
+        return ("or", [_negate(child) for child in node[1]])
+    if kind == "or":
+        return ("and", [_negate(child) for child in node[1]])
+    if kind == "not":
+        # not(field exists and not X) on a field: CouchDB cancels the double negation.
+        _, path, inner = node
+        return _prefix(inner, path)
+    if kind == "op":
+        _, path, op, arg = node
+        if op in _NEGATED:
+            return ("op", path, _NEGATED[op], arg)
+        if op == "$exists":
+            return ("op", path, "$exists", not arg)
+        return ("not", path, ("op", [], op, arg))
+    _, path, operator, inner = node  # elem
+    return ("not", path, ("elem", [], operator, inner))
+
+
+def _prefix(node: Node, path: list[str]) -> Node:
+    """``node`` (written against a field's value) re-rooted at ``path``."""
+    kind = node[0]
+    if kind in ("and", "or"):
+        return (kind, [_prefix(child, path) for child in node[1]])
+    return (kind, path + node[1], *node[2:])
+
+
+def matches(selector: dict[str, Any], doc: Any) -> bool:
+    """True when ``doc`` satisfies the Mango ``selector`` (validated beforehand)."""
+    return evaluate(compile_selector(selector), doc)
+
+
+def evaluate(node: Node, value: Any) -> bool:
+    kind = node[0]
+    if kind == "and":
+        return all(evaluate(child, value) for child in node[1])
+    if kind == "or":
+        return any(evaluate(child, value) for child in node[1])
+    field = get_field(value, node[1]) if node[1] else value
+    if kind == "op":
+        op, arg = node[2], node[3]
+        if field is MISSING:
+            # CouchDB: an absent field satisfies nothing but $exists: false.
+            return op == "$exists" and arg is False
+        return _match_operator(field, op, arg)
+    if field is MISSING:
+        return False
+    if kind == "not":
+        return not evaluate(node[2], field)
+    # elem
+    if not isinstance(field, list):
+        return False
+    if node[2] == "$elemMatch":
+        return any(evaluate(node[3], item) for item in field)
+    return bool(field) and all(evaluate(node[3], item) for item in field)
 
 
 def _is_operator_object(cond: Any) -> bool:
     return isinstance(cond, dict) and bool(cond) and all(key.startswith("$") for key in cond)
-
-
-def _match_field(value: Any, cond: Any) -> bool:
-    if isinstance(cond, dict) and not _is_operator_object(cond):
-        if not cond:
-            # `{"field": {}}` is equality with the empty object.
-            return value is not MISSING and value == {}
-        # A nested object of conditions is the same as dotted paths below this field.
-        for sub_key, sub_cond in cond.items():
-            if sub_key.startswith("$"):
-                if not _match_operator(value, sub_key, sub_cond):
-                    return False
-            elif not _match_field(get_field(value, split_field(sub_key)), sub_cond):
-                return False
-        return True
-    if not isinstance(cond, dict):
-        return _match_operator(value, "$eq", cond)
-    return all(_match_operator(value, op, arg) for op, arg in cond.items())
 
 
 def _cmp(left: Any, right: Any) -> int:
@@ -229,10 +315,7 @@ def _cmp(left: Any, right: Any) -> int:
 
 def _match_operator(value: Any, op: str, arg: Any) -> bool:
     if op == "$exists":
-        return (value is not MISSING) == arg
-    if value is MISSING:
-        # Mango: an absent field matches nothing but `$exists: false`.
-        return op == "$not" and not _match_field(value, arg)
+        return bool(arg)
     if op == "$eq":
         return _cmp(value, arg) == 0
     if op == "$ne":
@@ -254,29 +337,22 @@ def _match_operator(value: Any, op: str, arg: Any) -> bool:
     if op == "$type":
         return _json_type(value) == arg
     if op == "$regex":
-        return isinstance(value, str) and _compile(arg).search(value) is not None
+        return isinstance(value, str) and _compile_regex(arg).search(value) is not None
     if op == "$size":
         return isinstance(value, list) and len(value) == arg
     if op == "$mod":
-        return isinstance(value, int) and not isinstance(value, bool) and value % arg[0] == arg[1]
+        if not isinstance(value, int) or isinstance(value, bool):
+            return False
+        # Erlang's rem: the remainder takes the dividend's sign.
+        remainder = abs(value) % abs(arg[0])
+        return (-remainder if value < 0 else remainder) == arg[1]
     if op == "$all":
-        return isinstance(value, list) and all(
-            any(_cmp(item, wanted) == 0 for item in value) for wanted in arg
-        )
-    if op == "$elemMatch":
-        return isinstance(value, list) and any(_element_matches(arg, item) for item in value)
-    if op == "$allMatch":
-        return isinstance(value, list) and bool(value) and all(_element_matches(arg, item) for item in value)
-    if op == "$not":
-        return not _match_field(value, arg)
+        if not isinstance(value, list):
+            return False
+        has_all = all(any(_cmp(item, wanted) == 0 for item in value) for wanted in arg)
+        # CouchDB also accepts [[...]] meaning "the array is exactly this one".
+        return has_all or (len(arg) == 1 and isinstance(arg[0], list) and arg[0] == value)
     raise BadRequest(f"invalid operator: {op}")
-
-
-def _element_matches(selector: dict[str, Any], item: Any) -> bool:
-    # `$elemMatch` conditions may address the element itself (`{"$eq": 1}`) or its fields.
-    if _is_operator_object(selector):
-        return _match_field(item, selector)
-    return matches(selector, item)
 
 
 def normalize_sort(sort: Sequence[str | dict[str, str]] | None) -> SortSpec:
