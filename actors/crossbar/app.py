@@ -83,7 +83,7 @@ def _on_http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPEr
     if status == 404:
         error = NotFound("no such route", error_id="unknown_route")
     elif status == 405:
-        allowed = (ex.headers or {}).get("Allow", "")
+        allowed = dict(ex.headers or {}).get("Allow", "")
         error = MethodNotAllowed(f"allowed here: {allowed}" if allowed else None, headers={"Allow": allowed} if allowed else None)
     else:
         error = ApiError(ex.title or "error", error_id=f"http_{status}")

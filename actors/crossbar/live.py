@@ -56,11 +56,13 @@ class LiveQueries:
         self.bus = bus
         self.timeout = timeout
 
-    def _collect(self, msg: Message, what: str, **route: str) -> tuple[list[Message], str | None]:
+    def _collect(
+        self, msg: Message, what: str, *, exchange: str | None = None, routing_key: str | None = None
+    ) -> tuple[list[Message], str | None]:
         if self.bus is None:
             return [], f"no bus connection: {what} unknown"
         try:
-            replies = self.bus.collect(msg, timeout=self.timeout, **route)
+            replies = self.bus.collect(msg, timeout=self.timeout, exchange=exchange, routing_key=routing_key)
         except BusError as exc:
             log.warning("%s query failed: %s", what, exc)
             return [], f"{what} query failed on the bus: {exc}"

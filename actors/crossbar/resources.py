@@ -377,7 +377,7 @@ class MediaRaw:
 
         if req.content_length == 0:
             raise BadRequest("the upload is empty", error_id="empty_upload")
-        doc = self.api.service.put_media(account, doc_id, chunks(), content_type, req.content_length)
+        doc = self.api.service.put_media(account, doc_id, chunks(), content_type)
         self.api.send_doc(req, resp, doc)
 
 

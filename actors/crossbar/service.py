@@ -20,10 +20,10 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any
 
 from argon2 import PasswordHasher
 
@@ -681,7 +681,7 @@ class CrossbarService:
         new_public.pop("id", None)
         new_public = self._validate_account(new_public)
         old_realm = current.get("realm")
-        new_realm = new_public.get("realm") or old_realm
+        new_realm = str(new_public.get("realm") or old_realm or f"{account_id[:12]}.{self.realm_suffix}")
         new_public["realm"] = new_realm
         new_public = schemas.apply_defaults("accounts", new_public)
         claimed = None
@@ -855,7 +855,10 @@ class CrossbarService:
 
     def _release_claims(self, db: str, claims: list[dict[str, Any]]) -> None:
         for claim in claims:
-            self._quietly(lambda claim=claim: self.store.delete(db, claim["_id"], claim["_rev"]))
+            try:
+                self.store.delete(db, claim["_id"], claim["_rev"])
+            except store_errors.StoreError:
+                continue
 
     def _release_values(
         self, kind: ResourceKind, account_id: str, doc_id: str, old: dict[str, Any], new: dict[str, Any] | None
@@ -992,7 +995,7 @@ class CrossbarService:
     # -- media -----------------------------------------------------------------------------
 
     def put_media(
-        self, account: dict[str, Any], doc_id: str, data: IO[bytes] | bytes, content_type: str, length: int | None
+        self, account: dict[str, Any], doc_id: str, data: Iterable[bytes] | bytes, content_type: str
     ) -> dict[str, Any]:
         kind = ACCOUNT_RESOURCES["media"]
         current = self.get_doc(kind, account["_id"], doc_id)

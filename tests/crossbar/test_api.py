@@ -463,3 +463,30 @@ def test_request_id_is_echoed(tree: Tree) -> None:
     assert result.json["request_id"] == "req-123" and result.headers["X-Request-ID"] == "req-123"
     error = tree.clients["A"].get(f"{tree.account_path('A')}/devices/{'0' * 32}", headers={"X-Request-ID": "req-9"})
     assert error.json["request_id"] == "req-9"
+
+
+# -- uniqueness claims ------------------------------------------------------------------------
+
+
+def test_concurrent_creations_of_one_sip_username_let_exactly_one_win(tree: Tree) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    client, base = tree.clients["A"], f"{tree.account_path('A')}/devices"
+    body = {"name": "racer", "sip": {"username": "race100", "password": "secret-1"}}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(lambda _: client.put(base, body).status_code, range(8)))
+    assert sorted(statuses) == [201] + [400] * 7
+    assert [d["username"] for d in ok(client.get(base)) if d.get("username") == "race100"] == ["race100"]
+
+
+def test_a_claim_left_by_a_crash_is_taken_over(tree: Tree) -> None:
+    db = account_db_name(tree.ids["A"])
+    # As if a process died between claiming the number and writing its callflow.
+    tree.store.put(db, {"_id": "claim:callflows:numbers:555", "pvt_type": "unique_claim", "pvt_owner_id": "f" * 32,
+                        "field": "numbers", "value": "555"})
+    flow = created(tree.clients["A"].put(f"{tree.account_path('A')}/callflows", {"numbers": ["555"]}))
+    assert tree.store.get(db, "claim:callflows:numbers:555")["pvt_owner_id"] == flow["id"]
+    # A value given up by an edit is free again, and the claim goes with it.
+    ok(tree.clients["A"].post(f"{tree.account_path('A')}/callflows/{flow['id']}", {"numbers": ["556"]}))
+    assert tree.store.open_or_none(db, "claim:callflows:numbers:555") is None
+    created(tree.clients["A"].put(f"{tree.account_path('A')}/callflows", {"numbers": ["555"]}))
