@@ -86,8 +86,10 @@ class _ConsumerRefused(BusError):
 
 
 # Channel-closing replies that mean "this declaration is wrong", not "the broker is away":
-# ACCESS_REFUSED, NOT_FOUND, RESOURCE_LOCKED, PRECONDITION_FAILED.
-_REFUSALS = (403, 404, 405, 406)
+# ACCESS_REFUSED, NOT_FOUND, PRECONDITION_FAILED. Not RESOURCE_LOCKED (405): our private
+# queues are exclusive and named by us, so after a network cut the broker may still hold them
+# for our previous connection until its heartbeat times out; that passes with a retry.
+_REFUSALS = (403, 404, 406)
 
 
 class AmqpBus(Bus):
