@@ -197,6 +197,8 @@ class Consumer:
                             ack()
                         except Exception:  # noqa: BLE001 - the channel may be gone
                             log.debug("ack on %s failed", queue, exc_info=True)
+            if not self.active:
+                return  # cancelled from its own callback
             wakeup.clear()
             wakeup.wait()
 
