@@ -12,6 +12,9 @@ Design: brokerless, one Unix stream socket per process and a shared binding regi
   memory-mapped file that every writer replaces after its commit. Checking it costs one memory
   read per publish, and because a writer replaces the token *after* committing while a reader
   reads the token *before* loading, a reader never keeps a stale table for a newer token.
+  Changes are journaled, so a reader applies only what changed since it last looked, and topic
+  bindings are indexed in a trie (:class:`bus.routing.TopicTrie`): a ``call.*.<call-id>``
+  binding per live call costs neither a full reload per call nor a scan per event.
 * A publisher routes with the same rules as RabbitMQ (direct, fanout, topic ``*``/``#``, see
   :mod:`bus.routing`) and writes a length-prefixed frame to each destination process, which
   hands it to the right queue's consumer. A named queue consumed from several processes is
@@ -21,6 +24,15 @@ Design: brokerless, one Unix stream socket per process and a shared binding regi
 * A dead process's bindings are deleted by the first publisher whose connection to it is
   refused or broken, and by every process that starts (it sweeps peers that refuse), so a
   role process that was SIGKILLed and restarted by its supervisor takes over cleanly.
+* A peer that does not keep up (stopped, hung) gets a bounded backlog; a publisher waits up to
+  two seconds for room, then the peer's messages are dropped and counted
+  (``mirliton_bus_dropped_total{reason="peer_backlog"}``) until it catches up, so one stuck
+  process cannot stall the node. A consumer's own inbox is not bounded: a slow consumer shows
+  as ``Consumer.backlog``.
+* Abstract sockets have no file permissions, so a process accepts connections only from
+  processes of its own user (or root), checked with ``SO_PEERCRED``.
+* ``durable`` queues mean nothing here: there is no broker whose restart they would survive,
+  and a message sent to a process that dies before handling it is lost with it.
 
 Why not a hub in the node's root process: it would be one more hop per message and a single
 point of failure whose death cuts every role off; here any process can die and restart alone.
