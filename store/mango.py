@@ -32,6 +32,7 @@ __all__ = [
     "normalize_sort",
     "project",
     "split_field",
+    "sql_json_extract",
     "sql_prefilter",
     "validate_selector",
 ]
@@ -408,6 +409,13 @@ def _json_path(field: str) -> str:
     return "$" + "".join("." + json.dumps(part) for part in split_field(field))
 
 
+def sql_json_extract(field: str, column: str = "body") -> str:
+    """``json_extract(body, '$."a"."b"')`` with the path inlined, so that SQLite can match it
+    against an expression index declared with the same text."""
+    literal = "'" + _json_path(field).replace("'", "''") + "'"
+    return f"json_extract({column}, {literal})"
+
+
 def sql_prefilter(selector: dict[str, Any], column: str = "body") -> tuple[list[str], list[Any]]:
     """SQL conditions over ``json_extract`` that keep a superset of the matching rows.
 
@@ -425,12 +433,11 @@ def sql_prefilter(selector: dict[str, Any], column: str = "body") -> tuple[list[
             continue
         if key.startswith("$"):
             continue
-        path = _json_path(key)
         ops = cond if _is_operator_object(cond) else None if isinstance(cond, dict) else {"$eq": cond}
         if ops is None:
             continue
         for op, arg in ops.items():
-            clause = _sql_condition(column, path, op, arg, params)
+            clause = _sql_condition(column, key, op, arg, params)
             if clause:
                 clauses.append(clause)
     return clauses, params
@@ -440,25 +447,22 @@ def _sql_scalar(arg: Any) -> bool:
     return isinstance(arg, (str, int, float)) and not isinstance(arg, bool)
 
 
-def _sql_condition(column: str, path: str, op: str, arg: Any, params: list[Any]) -> str | None:
-    extract = f"json_extract({column}, ?)"
-    jtype = f"json_type({column}, ?)"
+def _sql_condition(column: str, field: str, op: str, arg: Any, params: list[Any]) -> str | None:
+    extract = sql_json_extract(field, column)
+    jtype = extract.replace("json_extract(", "json_type(", 1)
     if op == "$exists":
-        params.append(path)
         return f"{jtype} IS {'NOT ' if arg else ''}NULL"
     if op == "$eq" and _sql_scalar(arg):
-        params += [path, arg]
+        params.append(arg)
         return f"{extract} = ?"
     if op == "$in" and arg and all(_sql_scalar(item) for item in arg):
-        params += [path, path, *arg]
+        params += list(arg)
         marks = ",".join("?" for _ in arg)
         return f"({jtype} = 'array' OR {extract} IN ({marks}))"
     if op in ("$gt", "$gte", "$lt", "$lte") and _sql_scalar(arg):
         sql_op = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}[op]
         kinds = "'text'" if isinstance(arg, str) else "'integer','real'"
-        params += [path, path, path, arg]
+        params.append(arg)
         # Values of another JSON type are left to `matches`, which applies the collation.
         return f"({jtype} IS NOT NULL AND ({jtype} NOT IN ({kinds}) OR {extract} {sql_op} ?))"
     return None
-
-
