@@ -386,6 +386,20 @@ class TransactionRunner:
     ``on_event``.
 
     All entry points run in greenlets of one hub, so the layer is never entered concurrently.
+    ``on_event`` runs in the greenlet that received the message (a transport reader) or in the
+    timer greenlet: it must not block; hand slow work (bus requests, database) to a greenlet
+    of its own and answer later through :meth:`respond`.
+
+    Usage::
+
+        runner = TransactionRunner(TransactionLayer(), on_event)
+        udp = UdpTransport("0.0.0.0", 5060, runner.on_message,
+                           on_parse_error=runner.on_parse_error).start()
+        tcp = TcpTransport("0.0.0.0", 5060, runner.on_message,
+                           on_parse_error=runner.on_parse_error).start()
+        runner.add_transport(udp)
+        runner.add_transport(tcp)
+        runner.start()
     """
 
     def __init__(
