@@ -9,7 +9,8 @@ N greenlets, each with one keep-alive HTTP/1.1 connection, authenticated with a 
 ``PUT /v2/user_auth``. Phase 1 creates devices (``PUT /v2/accounts/{id}/devices``) for S
 seconds; phase 2 reads random ones of them (``GET .../devices/{id}``) for S seconds. Rates are
 completed requests per second; latencies p50/p99 in milliseconds. Only 2xx answers count; any
-other answer is reported as an error.
+other answer is reported as an error. The server's CPU time per request (from /proc) is reported
+too: on a shared machine the rates follow the load, that figure much less.
 
 With ``--json`` the last line printed is one JSON object.
 """
@@ -22,8 +23,8 @@ monkey.patch_all()
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
-import http.client  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import random  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -44,16 +45,15 @@ USERNAME, PASSWORD = "bench", "bench-password"
 
 def serve(data_dir: str, port: int) -> None:
     """The server side (child process): what actors/crossbar/role.py runs, without the node."""
-    from gevent.pywsgi import WSGIServer
-
     from actors.crossbar.app import make_app
+    from actors.crossbar.server import make_server
     from bus import connect
     from store import open_store
 
     store = open_store("embedded", data_dir)
     bus = connect("local", node="bench", data_dir=data_dir)
     app = make_app(store, bus=bus)
-    server = WSGIServer(("127.0.0.1", port), app, log=None)
+    server = make_server(app, "127.0.0.1", port)
     print("ready", flush=True)
     server.serve_forever()
 
@@ -65,19 +65,50 @@ def _free_port() -> int:
 
 
 class Client:
+    """One keep-alive HTTP/1.1 connection with the least client-side work per request (http.client
+    parses headers with the email package, which would make the client the bottleneck)."""
+
     def __init__(self, port: int, token: str | None = None) -> None:
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.token = token
+        self.buffer = b""
 
     def call(self, method: str, path: str, data: Any = None) -> tuple[int, dict[str, Any]]:
-        body = json.dumps({"data": data}).encode() if data is not None else None
-        headers = {"Content-Type": "application/json"}
+        body = json.dumps({"data": data}).encode() if data is not None else b""
+        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+        if body:
+            head += "Content-Type: application/json\r\n"
         if self.token:
-            headers["X-Auth-Token"] = self.token
-        self.conn.request(method, path, body=body, headers=headers)
-        response = self.conn.getresponse()
-        payload = response.read()
-        return response.status, json.loads(payload) if payload else {}
+            head += f"X-Auth-Token: {self.token}\r\n"
+        self.sock.sendall(head.encode() + b"\r\n" + body)
+        while b"\r\n\r\n" not in self.buffer:
+            self._fill()
+        header_bytes, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        lines = header_bytes.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        while len(self.buffer) < length:
+            self._fill()
+        payload, self.buffer = self.buffer[:length], self.buffer[length:]
+        return status, json.loads(payload) if payload else {}
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        self.buffer += chunk
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (the server's own CPU, whatever the machine's load)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -166,8 +197,13 @@ def main() -> None:
                 status, _ = client.call("GET", f"{devices_path}/{random.choice(created)}")
                 return status == 200
 
+            cpu_start = _cpu_seconds(server.pid)
             put = _phase(clients, args.seconds, put_one)
+            cpu_put = _cpu_seconds(server.pid)
             get = _phase(clients, args.seconds, get_one)
+            cpu_get = _cpu_seconds(server.pid)
+            put["server_cpu_ms"] = round((cpu_put - cpu_start) * 1000 / max(put["requests"], 1), 3)
+            get["server_cpu_ms"] = round((cpu_get - cpu_put) * 1000 / max(get["requests"], 1), 3)
         finally:
             server.terminate()
             server.wait(timeout=10)
@@ -184,9 +220,13 @@ def main() -> None:
         "get_p99_ms": get["p99_ms"],
         "get_errors": get["errors"],
         "devices_created": put["requests"],
+        "put_server_cpu_ms_per_request": put["server_cpu_ms"],
+        "get_server_cpu_ms_per_request": get["server_cpu_ms"],
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
-    print(f"PUT devices: {put['rate']}/s p50 {put['p50_ms']} ms p99 {put['p99_ms']} ms ({put['errors']} errors)")
-    print(f"GET device:  {get['rate']}/s p50 {get['p50_ms']} ms p99 {get['p99_ms']} ms ({get['errors']} errors)")
+    for name, phase in (("PUT devices", put), ("GET device ", get)):
+        print(f"{name}: {phase['rate']}/s p50 {phase['p50_ms']} ms p99 {phase['p99_ms']} ms "
+              f"({phase['errors']} errors; server CPU {phase['server_cpu_ms']} ms a request)")
     if args.json:
         print(json.dumps(figures, sort_keys=True))
 

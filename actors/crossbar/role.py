@@ -18,6 +18,7 @@ from typing import Any
 from gevent.pywsgi import WSGIServer
 
 from actors.crossbar.app import CrossbarApp, make_app
+from actors.crossbar.server import make_server
 from actors.kernel import Actor
 from bus import Binding, Bus, Delivery, Message, connect
 from mirliton.config import Config, parse_hostport
@@ -47,7 +48,7 @@ class HttpServer(Actor):
             self._account_changed,
         )
         host, port = parse_hostport(cfg.http.listen)
-        self.server = WSGIServer((host, port), self.app, log=None, error_log=log)
+        self.server = make_server(self.app, host, port)
         self.server.start()  # binds now: a port in use fails the start, visibly
         log.info("crossbar API on http://%s:%d/v2", host, port)
 
