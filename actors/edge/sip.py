@@ -50,6 +50,7 @@ from protocols.sip import (
     RequestReceived,
     Response,
     SipParseError,
+    canonical_key,
     generate_tag,
     make_response,
     parse_message,
@@ -95,28 +96,55 @@ def parse_listen(entry: str) -> tuple[str, str, int]:
     return kind.upper(), host, port
 
 
+_ROUTING_HEADERS = ("via", "from", "call-id", "cseq")
+
+
 def salvage_error_response(error: SipParseError, data: bytes) -> Response | None:
-    """The error response for a request whose start line did not parse (so the parser could
-    not hand back its headers): the same parser reads the headers under a stand-in request
-    line, and the response carries the original error's status (400, 505 ...). None when the
-    message is a response or the headers cannot be read either (no Via: nowhere to answer)."""
-    response = error_response(error)
-    if response is not None or error.is_response or error.headers is not None:
-        return response
-    if data[:4].upper() == b"SIP/":
+    """The error response to an unparsable request, even when the parser stopped before it
+    could hand back the headers a response needs (a broken request line, or a broken header
+    met before Via or Call-ID). The same parser reads the message again under a stand-in
+    request line and without the broken headers' lines, and the response carries the original
+    error's status and reason (400, 505 ...). None for responses, and when no Via can be read
+    (nowhere to send an answer)."""
+    if error.is_response or data[:4].upper() == b"SIP/":
         return None
-    line_end = data.find(b"\r\n")
-    if line_end < 0:
-        return None
-    rest = data[line_end:]
-    if b"\r\n\r\n" not in rest:
-        rest += b"\r\n"  # some torture messages end without their empty line
-    stand_in = b"OPTIONS sip:salvage.invalid SIP/2.0" + rest
-    headers = None
-    try:
-        headers = parse_message(stand_in).headers
-    except SipParseError as second:
-        headers = second.headers
+    if error.headers is not None and all(
+        error.headers.get_all(key) for key in _ROUTING_HEADERS if key != error.header
+    ):
+        return error_response(error)
+    head, _, _ = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")[1:]
+    dropped = {"content-length"}
+    if error.header is not None:
+        dropped.add(error.header)
+    headers = error.headers
+    for _ in range(8):
+        kept: list[bytes] = []
+        dropping = False
+        for line in lines:
+            if line[:1] in (b" ", b"\t"):  # a folded continuation of the previous header
+                if not dropping:
+                    kept.append(line)
+                continue
+            key = _header_key(line)
+            dropping = key is None or key in dropped
+            if not dropping:
+                kept.append(line)
+        # A stand-in request line (the real one may be what is broken) and no body: this
+        # parse only has to yield the headers an answer copies.
+        stand_in = b"\r\n".join([b"OPTIONS sip:salvage.invalid SIP/2.0", *kept])
+        stand_in += b"\r\nContent-Length: 0\r\n\r\n"
+        try:
+            headers = parse_message(stand_in).headers
+            break
+        except SipParseError as second:
+            headers = second.headers
+            complete = headers is not None and all(
+                headers.get_all(key) for key in _ROUTING_HEADERS if key not in dropped
+            )
+            if complete or second.header is None or second.header in dropped:
+                break  # (a CSeq naming another method than the stand-in's ends here too)
+            dropped.add(second.header)
     if headers is None:
         return None
     error.headers = headers
@@ -468,6 +496,13 @@ class EdgeSipActor(Actor):
         log.warning("%s from %s:%d: %s locked out after %d failed authentications",
                     event.request.method, *event.source, username, self.cfg.auth_failures)
         self._answer(event, 403, "Forbidden", (("Retry-After", str(self.cfg.lockout_retry_after)),))
+
+
+def _header_key(line: bytes) -> str | None:
+    try:
+        return canonical_key(line.split(b":", 1)[0].strip().decode("latin-1"))
+    except SipParseError:
+        return None
 
 
 def _safe_call_id(request: Request) -> str:

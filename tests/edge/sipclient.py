@@ -5,8 +5,10 @@ for phones: phones in these tests are pjsua2 and baresip."""
 
 from __future__ import annotations
 
+import re
 import socket
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from protocols.sip import (
@@ -21,7 +23,24 @@ from protocols.sip import (
 )
 from protocols.sip.digest import retry_with_credentials
 
-__all__ = ["SipProbe"]
+__all__ = ["SipProbe", "raw_call_id"]
+
+
+_CALL_ID = re.compile(rb"^(?:call-id|i)[ \t]*:[ \t]*(.*?)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
+
+
+def raw_call_id(data: bytes) -> str | None:
+    """The Call-ID of a message read straight from its bytes (works on broken messages)."""
+    match = _CALL_ID.search(data)
+    return match.group(1).decode("latin-1") if match else None
+
+
+def _status_only(data: bytes) -> Response | None:
+    line = data.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = line.split(" ", 2)
+    if len(parts) < 2 or parts[0] != "SIP/2.0" or not parts[1].isdigit():
+        return None
+    return Response(int(parts[1]), parts[2] if len(parts) > 2 else "", [])
 
 
 @dataclass
@@ -98,9 +117,11 @@ class SipProbe:
     def send(self, message: Request | bytes) -> None:
         self.sock.sendto(bytes(message), self.edge)
 
-    def receive(self, timeout: float = 2.0) -> Response | None:
-        """The next response, or None when nothing arrived within ``timeout`` (provisional
-        responses are skipped)."""
+    def receive(
+        self, timeout: float = 2.0, call_id: str | Collection[str] | None = None
+    ) -> Response | None:
+        """The next final response (of that Call-ID if given), or None when none arrived
+        within ``timeout``."""
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -114,9 +135,16 @@ class SipProbe:
             try:
                 message = parse_message(data)
             except SipParseError:
+                # An answer to a broken request may echo the broken header: keep its status.
+                message = _status_only(data)
+                if message is None:
+                    continue
+            if not isinstance(message, Response) or message.status < 200:
                 continue
-            if isinstance(message, Response) and message.status >= 200:
-                return message
+            wanted = {call_id} if isinstance(call_id, str) else call_id
+            if wanted is not None and raw_call_id(data) not in wanted:
+                continue  # a late retransmission of an answer to an earlier request
+            return message
 
     def exchange(self, message: Request | bytes, timeout: float = 2.0) -> Response | None:
         self.send(message)
