@@ -258,7 +258,7 @@ class AccountRelation:
         if self.relation == "parents":
             self.api.send(req, resp, self.api.service.parents(principal, account))
         elif self.relation == "tree":
-            self.api.send(req, resp, self.api.service.tree(account))
+            self.api.send(req, resp, self.api.service.tree(principal, account))
         else:
             page = self.api.service.list_accounts(account_id, self.relation, self.api.query(req))
             self.api.send(req, resp, page.items, page=page)
@@ -479,13 +479,6 @@ class ChannelItem:
 _ID = {"type": "string"}
 _DOC_LIST = {"type": "array", "items": {"type": "object", "required": ["id"], "properties": {"id": _ID}}}
 _LIVE_LIST = {"type": "array", "items": {"type": "object"}}
-_ACCOUNT_NODE: dict[str, Any] = {
-    "type": "object",
-    "required": ["id", "children"],
-    "properties": {"id": _ID, "name": {"type": "string"}, "children": {"type": "array", "items": {"type": "object"}}},
-}
-
-
 def _doc(schema: str) -> dict[str, Any]:
     return {"allOf": [{"$ref": f"#/components/schemas/{schema}"}, {"type": "object", "required": ["id"], "properties": {"id": _ID}}]}
 
@@ -524,7 +517,7 @@ def build_routes(api: Api, openapi: Callable[[], dict[str, Any]]) -> list[RouteS
             "GET": Operation("The account's ancestors the token may see, root first", None, _DOC_LIST),
         }),
         RouteSpec(f"{acc}/tree", AccountRelation(api, "tree"), {
-            "GET": Operation("The account and its descendants as a nested tree", None, _ACCOUNT_NODE),
+            "GET": Operation("The path from the top to the account, as {id, name} (Kazoo's tree)", None, _DOC_LIST),
         }),
         RouteSpec(f"{acc}/api_key", ApiKey(api), {
             "GET": Operation("The account's api key (for PUT /v2/api_auth)", None, {

@@ -737,15 +737,10 @@ class CrossbarService:
                 out.append(_summarize(ancestor, ACCOUNT_SUMMARY))
         return out
 
-    def tree(self, account: dict[str, Any]) -> dict[str, Any]:
-        """The account and its descendants as a nested tree of {id, name, realm, children}."""
-        nodes = {account["_id"]: {**_summarize(account, ACCOUNT_SUMMARY), "children": []}}
-        for doc in sorted(self.descendants(account["_id"]), key=lambda d: len(d.get("pvt_tree") or [])):
-            nodes[doc["_id"]] = {**_summarize(doc, ACCOUNT_SUMMARY), "children": []}
-            parent = (doc.get("pvt_tree") or [None])[-1]
-            if parent in nodes:
-                nodes[parent]["children"].append(nodes[doc["_id"]])
-        return nodes[account["_id"]]
+    def tree(self, principal: Principal, account: dict[str, Any]) -> list[dict[str, Any]]:
+        """Kazoo's ``/tree``: the path from the top to the account, as {id, name}, without the
+        ancestors the token may not see."""
+        return [{"id": item["id"], "name": item.get("name")} for item in self.parents(principal, account)]
 
     # -- account resources ---------------------------------------------------------------------
 

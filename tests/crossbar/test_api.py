@@ -198,9 +198,10 @@ def test_accounts_children_descendants_parents_tree(tree: Tree) -> None:
     assert [x["id"] for x in parents_for_a] == [tree.ids["A"]]
     parents_for_system = ok(tree.system.get(f"/v2/accounts/{grandchild['id']}/parents"))
     assert [x["id"] for x in parents_for_system] == [tree.ids["system"], tree.ids["P"], tree.ids["A"]]
-    nested = ok(p.get(f"{tree.account_path('P')}/tree"))
-    a_node = next(c for c in nested["children"] if c["id"] == tree.ids["A"])
-    assert [c["id"] for c in a_node["children"]] == [grandchild["id"]]
+    path = ok(tree.system.get(f"/v2/accounts/{grandchild['id']}/tree"))
+    assert path == [{"id": tree.ids["system"], "name": "System"}, {"id": tree.ids["P"], "name": "Reseller P"},
+                    {"id": tree.ids["A"], "name": "Account A"}]
+    assert [x["id"] for x in ok(p.get(f"/v2/accounts/{grandchild['id']}/tree"))] == [tree.ids["P"], tree.ids["A"]]
     # An account with descendants is not deleted.
     refused = p.delete(tree.account_path("A"))
     assert refused.status_code == 409 and refused.json["error_id"] == "account_has_descendants"
