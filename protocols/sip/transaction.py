@@ -21,6 +21,8 @@ D, I, J, K are zero over reliable transports):
 
     A  INVITE request retransmit     initially T1, doubling
     B  INVITE transaction timeout    64*T1
+    C  (RFC 3261 16.6, here for UACs too) no final response after a provisional: > 3 min,
+       re-armed by each provisional; on expiry the layer CANCELs and Timer B ends it
     D  wait time for response retransmits   > 32 s for UDP, 0 for reliable
     E  non-INVITE request retransmit initially T1, doubling, capped at T2 (T2 in Proceeding)
     F  non-INVITE transaction timeout 64*T1
@@ -102,6 +104,9 @@ class TimerConfig:
     t4: float = 5.0
     # Timer D must be at least 32 s on unreliable transports (17.1.1.2).
     timer_d_unreliable: float = 32.0
+    # Longest wait for a final response once a provisional arrived (RFC 3261 16.6 Timer C,
+    # "greater than 3 minutes"); then the layer CANCELs. None: wait for the TU forever.
+    timer_c: float | None = 181.0
 
     @property
     def timeout(self) -> float:
@@ -186,7 +191,8 @@ class StrayResponse:
 
 @dataclass(frozen=True, slots=True)
 class TransactionTimeout:
-    """Timer B/F (no final response: treat as 408) or Timer H (no ACK for our final response)."""
+    """Timer B/F (no final response: treat as 408), Timer H (no ACK for our final response), or
+    Timer C (no final response minutes after a provisional: the layer has sent a CANCEL)."""
 
     transaction: Transaction
     timer: str
@@ -592,12 +598,17 @@ class TransactionLayer:
     ) -> None:
         if status < 200:
             if state in (TransactionState.CALLING, TransactionState.PROCEEDING):
+                if state is TransactionState.CALLING:
+                    # 17.1.1.2: Timer B only guards the Calling state.
+                    self._cancel_timer(transaction, "B")
                 transaction.state = TransactionState.PROCEEDING
                 transaction.provisional_received = True
                 self._cancel_timer(transaction, "A")
-                # 17.1.1.2: Timer B only guards the Calling state; the TU (Timer C in a proxy,
-                # the call leg's ring timeout) limits how long we stay in Proceeding.
-                self._cancel_timer(transaction, "B")
+                # In Proceeding, Timer C (re-armed by every provisional, 16.6 step 11) bounds
+                # the wait so a forgotten transaction cannot live forever; the TU's own ring
+                # timeout is usually shorter.
+                if self.timers.timer_c is not None and transaction.cancel_transaction is None:
+                    self._schedule(transaction, "C", now + self.timers.timer_c)
                 self._events.append(ResponseReceived(response, transaction))
                 if transaction.cancel_requested and transaction.cancel_transaction is None:
                     self._send_cancel(transaction, now)
@@ -607,6 +618,7 @@ class TransactionLayer:
                 transaction.state = TransactionState.ACCEPTED
                 self._cancel_timer(transaction, "A")
                 self._cancel_timer(transaction, "B")
+                self._cancel_timer(transaction, "C")
                 self._schedule(transaction, "M", now + self.timers.timeout)
                 self._events.append(ResponseReceived(response, transaction))
             elif state is TransactionState.ACCEPTED:
@@ -618,6 +630,7 @@ class TransactionLayer:
             transaction.state = TransactionState.COMPLETED
             self._cancel_timer(transaction, "A")
             self._cancel_timer(transaction, "B")
+            self._cancel_timer(transaction, "C")
             transaction.last_response = response
             transaction.ack = build_non_2xx_ack(transaction.request, response)
             self._emit(transaction, transaction.ack)
@@ -802,6 +815,14 @@ class TransactionLayer:
                 interval = min(interval * 2, timers.t2)
             transaction.intervals[name] = interval
             self._schedule(transaction, name, now + interval)
+            return
+        if name == "C":
+            # No final response in time: tell the TU, CANCEL, and give the CANCEL/487 exchange
+            # 64*T1 before the transaction ends with Timer B.
+            assert isinstance(transaction, ClientTransaction)
+            self._events.append(TransactionTimeout(transaction, "C"))
+            self.cancel(transaction, now)
+            self._schedule(transaction, "B", now + timers.timeout)
             return
         if name in ("B", "F", "H"):
             self._events.append(TransactionTimeout(transaction, name))

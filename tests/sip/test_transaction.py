@@ -120,8 +120,42 @@ def test_client_invite_provisional_stops_retransmissions_and_timer_b() -> None:
     (event,) = layer.events()
     assert isinstance(event, ResponseReceived) and event.response.status == 180
     assert transaction.state is TransactionState.PROCEEDING
-    assert layer.get_timer() is None  # neither A nor B runs in Proceeding
+    # Neither A nor B runs in Proceeding; only Timer C, minutes away.
+    assert layer.get_timer() == pytest.approx(0.2 + 181.0)
     assert run_until(layer, 100.0) == []
+
+
+def test_timer_c_cancels_a_forgotten_invite_and_timer_b_ends_it() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    transaction = layer.send_request(invite, PEER, "UDP", now=0.0)
+    layer.receive(response_to(invite, 180), PEER, "UDP", now=1.0)
+    layer.receive(response_to(invite, 180), PEER, "UDP", now=100.0)  # re-arms Timer C
+    sent(layer)
+    layer.events()
+    layer.handle_timer(181.5)
+    assert sent(layer) == []  # not yet: C was re-armed at 100 s
+    layer.handle_timer(281.0)
+    timeout = layer.events()[0]
+    assert isinstance(timeout, TransactionTimeout) and timeout.timer == "C"
+    assert start_lines(sent(layer)) == ["CANCEL sip:bob@example.com SIP/2.0"]
+    # A late provisional does not re-arm C nor stop the final Timer B.
+    layer.receive(response_to(invite, 183), PEER, "UDP", now=282.0)
+    deadline = 281.0 + 64 * T1
+    layer.handle_timer(deadline)
+    assert transaction.terminated
+    assert any(
+        isinstance(e, TransactionTimeout) and e.timer == "B" and e.transaction is transaction
+        for e in layer.events()
+    )
+
+
+def test_timer_c_disabled() -> None:
+    layer = TransactionLayer(TimerConfig(timer_c=None))
+    invite = request()
+    layer.send_request(invite, PEER, "UDP", now=0.0)
+    layer.receive(response_to(invite, 180), PEER, "UDP", now=0.1)
+    assert layer.get_timer() is None
 
 
 def test_client_invite_non_2xx_builds_ack_and_absorbs_retransmissions_until_timer_d() -> None:
