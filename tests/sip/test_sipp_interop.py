@@ -769,3 +769,34 @@ def test_tcp_keepalive_pings_only_on_connections_we_opened() -> None:
         inbound.close()
         server.close()
         transport.close()
+
+
+@requires_sipp
+def test_retransmitted_2xx_reaches_the_tu_and_gets_the_same_ack(tmp_path: Path) -> None:
+    """We hold the ACK back: SIPp retransmits its 200 (UDP), the client transaction in the
+    RFC 6026 Accepted state passes it up, and the dialog answers with the ACK it keeps."""
+    uac = Endpoint("UDP")
+    sipp, port = start_sipp(tmp_path, "UDP", "-m", "1")
+    try:
+        target = f"sip:service@{LOOPBACK}:{port}"
+        offer = build_offer(LocalMedia(address=LOOPBACK, audio_port=40004))
+        invite = uac.new_request("INVITE", target, body=offer.to_bytes())
+        uac.runner.send_request(invite, (LOOPBACK, port), uac.name)
+        assert uac.next_response().status == 180, sipp.output()
+        ok = uac.next_response()
+        assert ok.status == 200
+        dialog = Dialog.create_uac(invite, ok, transport="UDP")
+        ack = dialog.create_ack(invite, via=new_via("UDP", uac.host, uac.port))
+        retransmitted = uac.next_response(timeout=5)  # SIPp: retrans="500"
+        assert retransmitted.status == 200 and dialog.matches_response(retransmitted)
+        assert dialog.ack_for(retransmitted) is ack
+        destination, transport = next_hop(ack)
+        uac.runner.send_stateless(ack, destination, transport)
+        gevent.sleep(0.2)
+        bye = dialog.create_request("BYE", via=new_via("UDP", uac.host, uac.port))
+        uac.runner.send_request(bye, destination, transport)
+        assert uac.next_response().status == 200
+        assert sipp.wait(15) == 0, sipp.output()
+    finally:
+        sipp.kill()
+        uac.close()
