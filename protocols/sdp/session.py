@@ -378,9 +378,9 @@ def _serialize_lines(sdp: SessionDescription) -> Iterator[str]:
 
 
 _LINE = re.compile(r"(?P<type>[a-z])=(?P<value>.*)")
-_MEDIA = re.compile(
-    r"(?P<media>\S+) (?P<port>\d+)(?:/(?P<count>\d+))? (?P<proto>\S+)(?P<fmts>(?: \S+)*)"
-)
+# media-field = %x6d "=" media SP port ["/" integer] SP proto 1*(SP fmt); split on runs of
+# whitespace, since some phones put two spaces between fields.
+_PORT = re.compile(r"(?P<port>\d{1,5})(?:/(?P<count>\d{1,5}))?")
 
 
 class _MediaBuilder:
@@ -480,18 +480,19 @@ def parse_sdp(data: bytes | str) -> SessionDescription:
             raise SdpParseError("not a <type>=<value> line", number, line)
         kind, value = match.group("type"), match.group("value")
         if kind == "m":
-            media_match = _MEDIA.fullmatch(value.strip())
-            if media_match is None or not media_match.group("fmts"):
+            fields = value.split()
+            port_match = _PORT.fullmatch(fields[1]) if len(fields) >= 4 else None
+            if port_match is None:
                 raise SdpParseError("malformed m= line", number, line)
             if current is not None:
                 media.append(current.build())
-            count = media_match.group("count")
+            count = port_match.group("count")
             current = _MediaBuilder(
-                media_match.group("media"),
-                int(media_match.group("port")),
+                fields[0],
+                int(port_match.group("port")),
                 int(count) if count else None,
-                media_match.group("proto"),
-                tuple(media_match.group("fmts").split()),
+                fields[2],
+                tuple(fields[3:]),
             )
             if current.port > 65535:
                 raise SdpParseError("port out of range", number, line)

@@ -202,3 +202,13 @@ def test_serialize_then_parse_is_identity(
         media=tuple(media),
     )
     assert parse_sdp(sdp.to_bytes()) == sdp
+
+
+def test_m_line_with_extra_spaces_and_port_count() -> None:
+    sdp = parse_sdp(
+        "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=x\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\n"
+        "m=audio  4000/2 RTP/AVP  0 8\r\n"
+    )
+    (audio,) = sdp.media
+    assert (audio.port, audio.port_count, audio.formats) == (4000, 2, ("0", "8"))
+    assert "m=audio 4000/2 RTP/AVP 0 8\r\n" in str(sdp)
