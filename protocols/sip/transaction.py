@@ -44,6 +44,7 @@ import os
 from collections import deque
 from dataclasses import dataclass, field
 
+from protocols.sip.errors import SipParseError
 from protocols.sip.headers import Via
 from protocols.sip.message import Message, Request, Response, make_response
 
@@ -243,6 +244,7 @@ def _cseq(message: Message) -> tuple[int, str]:
     return cseq.num, cseq.method
 
 
+_RESPONSE_MANDATORY = ("from", "to", "call-id", "cseq")
 _HEADERS_COPIED_TO_CANCEL = ("from", "to", "call-id")
 
 
@@ -450,8 +452,15 @@ class TransactionLayer:
         return list(self._server.values())
 
     def find_server_transaction(self, request: Request) -> ServerTransaction | None:
-        """The server transaction a request (or its retransmission) belongs to (17.2.3)."""
-        return self._server.get(self._server_key(request))
+        """The server transaction a request (or its retransmission) belongs to (17.2.3); None
+        also when the request lacks what matching needs (Via, and for RFC 2543 requests From,
+        Call-ID, CSeq)."""
+        if not request.vias:
+            return None
+        try:
+            return self._server.get(self._server_key(request))
+        except SipParseError:
+            return None
 
     # -- client side ----------------------------------------------------------------------
 
@@ -552,12 +561,20 @@ class TransactionLayer:
     # -- input ----------------------------------------------------------------------------
 
     def receive(self, message: Message, source: Address, transport: str, now: float) -> None:
-        """Feed a parsed message that arrived from ``source`` over ``transport``."""
+        """Feed a parsed message that arrived from ``source`` over ``transport``.
+
+        The parser accepts messages that lack mandatory headers (the TU's validation answers
+        those, e.g. with ``validate_request``); one the layer cannot match for want of a Via,
+        From, Call-ID or CSeq is dropped here rather than raising into the transport.
+        """
         transport = transport.upper()
-        if isinstance(message, Response):
-            self._receive_response(message, source, transport, now)
-        elif isinstance(message, Request):
-            self._receive_request(message, source, transport, now)
+        try:
+            if isinstance(message, Response):
+                self._receive_response(message, source, transport, now)
+            elif isinstance(message, Request):
+                self._receive_request(message, source, transport, now)
+        except SipParseError:
+            return
 
     def transport_failed(self, outgoing: Outgoing, reason: str, now: float) -> None:
         """The adapter could not deliver ``outgoing`` (connection refused, ICMP unreachable):
@@ -573,8 +590,10 @@ class TransactionLayer:
     def _receive_response(
         self, response: Response, source: Address, transport: str, now: float
     ) -> None:
-        # 17.1.3: match on top Via branch and CSeq method.
-        if not response.vias:
+        # 17.1.3: match on top Via branch and CSeq method. A response without the headers
+        # RFC 3261 8.1.1 makes mandatory (and every TU reads) is dropped here.
+        headers = response.headers
+        if not response.vias or not all(name in headers for name in _RESPONSE_MANDATORY):
             return
         key = (_branch(response), _cseq(response)[1])
         transaction = self._client.get(key)

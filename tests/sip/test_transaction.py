@@ -740,3 +740,20 @@ def test_server_transaction_random_sequences(
         assert transaction.timers == {}
     elif final_sent:
         assert layer.get_timer() is not None
+
+
+@pytest.mark.parametrize("missing", ["CSeq", "Call-ID", "From", "Via"])
+def test_messages_missing_mandatory_headers_are_dropped_not_raised(missing: str) -> None:
+    layer = TransactionLayer()
+    old_style = request("OPTIONS", branch="old-style-2")
+    old_style.headers.remove(missing)
+    assert layer.find_server_transaction(old_style) is None
+    layer.receive(old_style, PEER, "UDP", now=0.0)
+    assert layer.events() == [] and sent(layer) == []
+    invite = request()
+    layer.send_request(invite, PEER, "UDP", now=0.0)
+    sent(layer)
+    response = response_to(invite, 200)
+    response.headers.remove(missing)
+    layer.receive(response, PEER, "UDP", now=0.1)
+    assert not any(isinstance(e, ResponseReceived) for e in layer.events())
