@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = [pytest.mark.amqp, pytest.mark.slow]
+pytestmark = [pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 MIRLITON = [sys.executable, "-m", "mirliton"]
@@ -105,6 +105,7 @@ def _wait(condition: Any, timeout: float) -> float | None:
     return None
 
 
+@pytest.mark.amqp
 def test_two_nodes_list_each_other_then_one_leaves(nodes: tuple[Node, Node]) -> None:
     alpha, beta = nodes
     alpha.start()
@@ -120,3 +121,12 @@ def test_two_nodes_list_each_other_then_one_leaves(nodes: tuple[Node, Node]) -> 
     # Expires is 5 s: beta is forgotten 6.25 s after its last heartbeat (checked each second).
     assert left_after <= 1.25 * 5 + 2
     assert alpha.listed() == {alpha.name}
+
+
+def test_a_node_on_the_local_bus_lists_itself(tmp_path: Path) -> None:
+    node = Node(f"solo-{uuid.uuid4().hex[:6]}", tmp_path, "local")
+    try:
+        node.start()
+        assert _wait(lambda: node.listed() == {node.name}, 10) is not None
+    finally:
+        node.stop()
