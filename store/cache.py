@@ -25,6 +25,8 @@ from store.events import DocChange
 __all__ = ["DocumentCache"]
 
 DEFAULT_TTL = 900.0  # Kazoo's default cache expiry: 15 minutes
+# Kazoo never caches these: their attachments change out of band.
+UNCACHED_TYPES = frozenset({"media", "private_media", "call_recording", "fax", "mailbox_message"})
 DEFAULT_MAX_ENTRIES = 10_000
 RESTART_DELAY = 1.0
 
@@ -59,8 +61,10 @@ class DocumentCache:
         ttl: float = DEFAULT_TTL,
         max_entries: int = DEFAULT_MAX_ENTRIES,
         clock: Callable[[], float] = time.monotonic,
+        uncached_types: frozenset[str] = UNCACHED_TYPES,
     ) -> None:
         self.store = store
+        self.uncached_types = uncached_types
         self.ttl = ttl
         self.max_entries = max_entries
         self.hits = 0
@@ -88,7 +92,7 @@ class DocumentCache:
             generation = self._generation
         doc = self.store.get(db, doc_id)
         with self._lock:
-            if self._generation == generation:
+            if self._generation == generation and doc.get("pvt_type") not in self.uncached_types:
                 self._entries[key] = _Entry(copy.deepcopy(doc), self._clock() + self.ttl)
                 self._entries.move_to_end(key)
                 while len(self._entries) > self.max_entries:

@@ -108,6 +108,8 @@ CREATE TABLE IF NOT EXISTS blob_chunks (
 """
 
 
+# CouchDB keeps _local documents out of _all_docs, _changes, _find and the document count.
+_NOT_LOCAL = "NOT (id >= '_local/' AND id < '_local0')"
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _UPSERT_DOC = (
     "INSERT INTO docs (db, id, rev, deleted, seq, body) VALUES (?, ?, ?, ?, ?, ?) "
@@ -298,7 +300,8 @@ class EmbeddedStore(Store):
             if row is None:
                 raise NotFound("no_db_file", db=db)
             live, deleted = conn.execute(
-                "SELECT COALESCE(SUM(deleted = 0), 0), COALESCE(SUM(deleted = 1), 0) FROM docs WHERE db = ?",
+                "SELECT COALESCE(SUM(deleted = 0), 0), COALESCE(SUM(deleted = 1), 0) FROM docs "
+                f"WHERE db = ? AND {_NOT_LOCAL}",
                 (db,),
             ).fetchone()
         return DbInfo(name=db, doc_count=live, doc_del_count=deleted, update_seq=row[0])
@@ -567,7 +570,7 @@ class EmbeddedStore(Store):
             self._require_db(conn, db)
             if keys is not None:
                 return self._all_docs_by_keys(conn, db, list(keys), include_docs)
-            clauses = ["db = ?", "deleted = 0"]
+            clauses = ["db = ?", "deleted = 0", _NOT_LOCAL]
             params: list[Any] = [db]
             low, high = (end_key, start_key) if descending else (start_key, end_key)
             if low is not None:
@@ -698,7 +701,9 @@ class EmbeddedStore(Store):
         if limit is not None and limit < 0 or skip < 0:
             raise BadRequest("limit and skip must not be negative", db=db)
         clauses, params = mango.sql_prefilter(selector)
-        where = " AND ".join(["db = ?", "deleted = 0", "NOT (id >= '_design/' AND id < '_design0')", *clauses])
+        where = " AND ".join(
+            ["db = ?", "deleted = 0", "NOT (id >= '_design/' AND id < '_design0')", _NOT_LOCAL, *clauses]
+        )
         with self._read() as conn:
             self._require_db(conn, db)
             if spec and not self._sort_is_indexed(spec, selector, self._declared_indexes(conn, db)):
@@ -755,7 +760,8 @@ class EmbeddedStore(Store):
                 raise NotFound("no_db_file", db=db)
             start = self._resolve_since(conn, db, since)
             rows = conn.execute(
-                "SELECT seq, id, rev, deleted, body FROM docs WHERE db = ? AND seq > ? ORDER BY seq LIMIT ?",
+                f"SELECT seq, id, rev, deleted, body FROM docs WHERE db = ? AND seq > ? AND {_NOT_LOCAL} "
+                "ORDER BY seq LIMIT ?",
                 (db, start, -1 if limit is None else limit),
             ).fetchall()
         results = [

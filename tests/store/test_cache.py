@@ -120,3 +120,14 @@ def test_write_events_invalidate_at_once(store: Store, dbname: Callable[[str], s
         ("db_deleted", None, None),
     ]
     assert all(e.rev for e in events if e.id)
+
+
+def test_media_documents_are_never_cached(store: Store, dbname: Callable[[str], str]) -> None:
+    db = dbname("cachemedia")
+    store.create_db(db)
+    store.put(db, {"_id": "greeting", "pvt_type": "media", "name": "hello"})
+    store.put(db, {"_id": "dev", "pvt_type": "device", "name": "phone"})
+    cache = DocumentCache(store)
+    assert cache.get(db, "greeting")["name"] == "hello"
+    assert cache.get(db, "dev")["name"] == "phone"
+    assert (db, "greeting") not in cache and (db, "dev") in cache

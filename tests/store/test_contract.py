@@ -584,3 +584,15 @@ def test_bodies_follow_couchdb_rules(store: Store, dbname: Callable[[str], str])
         store.put(db, {"_id": "_reserved", "v": 1})
     results = store.bulk_docs(db, [{"_id": "fine"}, {"_id": "bad", "_nope": True}])
     assert results[0].ok and not results[1].ok
+
+
+def test_local_documents_stay_out_of_listings(store: Store, dbname: Callable[[str], str]) -> None:
+    db = dbname("local")
+    store.create_db(db)
+    store.put(db, {"_id": "visible", "v": 1})
+    store.put(db, {"_id": "_local/checkpoint", "seq": 42})
+    assert store.get(db, "_local/checkpoint")["seq"] == 42
+    assert [r["id"] for r in store.all_docs(db)] == ["visible"]
+    assert [c.id for c in store.changes(db).results] == ["visible"]
+    assert [d["_id"] for d in store.find(db, {"seq": {"$exists": True}}).docs] == []
+    assert store.db_info(db).doc_count == 1
