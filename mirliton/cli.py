@@ -149,7 +149,10 @@ def status(config_path: str | None, data_dir: str | None, as_json: bool) -> None
         if st.get("tree"):
             _print_tree(st["tree"])
         for peer in st.get("nodes", []):
-            click.echo(f"peer {peer}")
+            me = " (this node)" if peer.get("self") else ""
+            click.echo(f"node {peer.get('name')}{me} zone={peer.get('zone')} "
+                       f"roles={','.join(peer.get('roles', []))} "
+                       f"processes={peer.get('processes')} version={peer.get('version')}")
     sys.exit(code)
 
 

@@ -43,6 +43,8 @@ class NodeSection(_Section):
 
 class BusSection(_Section):
     url: str = "local"
+    # Seconds between this node's advertises on the nodes exchange (Kazoo's kz_nodes).
+    heartbeat_interval: float = Field(default=5.0, gt=0)
 
 
 class StoreSection(_Section):

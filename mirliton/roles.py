@@ -29,6 +29,7 @@ log = logging.getLogger("mirliton.roles")
 # name -> "module:Class". Later issues add edge, registrar, calls, callflow, crossbar, ...
 BUILTIN_ROLES: dict[str, str] = {
     "ops": "mirliton.ops:OpsRole",
+    "nodes": "actors.nodes.role:NodesRole",
     "crossbar": "actors.crossbar.role:CrossbarRole",
     "registrar": "actors.registrar.role:RegistrarRole",
     "edge": "actors.edge.role:EdgeRole",

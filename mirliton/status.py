@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,9 @@ def node_status(run_dir: Path) -> tuple[int, dict[str, Any]]:
     status["tree"] = tree
     nodes_file = _read(run_dir / "nodes.json")
     if nodes_file is not None:
-        status["nodes"] = nodes_file.get("nodes", [])
+        now = time.time()
+        status["nodes"] = [n for n in nodes_file.get("nodes", [])
+                           if n.get("expires_at", 0) >= now]
     healthy = tree is not None and _all_running(tree)
     status["state"] = "running" if healthy else "degraded"
     return (0 if healthy else 1), status
