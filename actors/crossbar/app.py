@@ -35,12 +35,19 @@ __all__ = ["CrossbarApp", "make_app"]
 log = logging.getLogger("mirliton.crossbar")
 
 
+_TUNNELLED_VERBS = ("GET", "PUT", "PATCH", "DELETE")
+
+
 class _RequestContext:
     """Request id, timing and metrics around every request (matched or not)."""
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
         req.context.request_id = new_request_id(req)
+        # Kazoo's verb tunnelling for clients that can only POST: POST ...?verb=PATCH.
+        verb = req.get_param("verb")
+        if verb and req.method == "POST" and verb.upper() in _TUNNELLED_VERBS:
+            req.method = verb.upper()
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: Any, req_succeeded: bool

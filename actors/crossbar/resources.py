@@ -19,6 +19,7 @@ import falcon
 
 from actors.crossbar.auth import Principal, TokenSigner
 from actors.crossbar.errors import (
+    ApiError,
     BadRequest,
     Forbidden,
     InvalidJson,
@@ -86,6 +87,14 @@ class Api:
                 token = authorization[7:].strip()
         if not token:
             token = req.get_param("auth_token")
+        if not token and req.method in ("PUT", "POST", "PATCH") and (req.content_length or 0) > 0 \
+                and (req.content_type or falcon.MEDIA_JSON).startswith(falcon.MEDIA_JSON):
+            # Kazoo also takes the token from the request envelope.
+            try:
+                envelope_token = self.envelope(req).get("auth_token")
+            except ApiError:
+                envelope_token = None
+            token = envelope_token if isinstance(envelope_token, str) else None
         if not token:
             raise Unauthorized("this resource needs an X-Auth-Token", error_id="missing_token")
         principal = self.signer.verify(token)
@@ -94,6 +103,9 @@ class Api:
 
     def envelope(self, req: falcon.Request) -> dict[str, Any]:
         """The parsed request envelope; ``data`` is an object."""
+        cached = getattr(req.context, "envelope", None)
+        if cached is not None:
+            return dict(cached)
         length = req.content_length
         if length is not None and length > MAX_JSON_BYTES:
             raise PayloadTooLarge(f"JSON bodies are limited to {MAX_JSON_BYTES} bytes")
@@ -114,6 +126,7 @@ class Api:
         if revision is not None and not isinstance(revision, str):
             raise BadRequest("revision must be a string", error_id="invalid_envelope")
         req.context.revision = revision
+        req.context.envelope = body
         return body
 
     @staticmethod

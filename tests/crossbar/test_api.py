@@ -491,3 +491,18 @@ def test_a_claim_left_by_a_crash_is_taken_over(tree: Tree) -> None:
     ok(tree.clients["A"].post(f"{tree.account_path('A')}/callflows/{flow['id']}", {"numbers": ["556"]}))
     assert tree.store.open_or_none(db, "claim:callflows:numbers:555") is None
     created(tree.clients["A"].put(f"{tree.account_path('A')}/callflows", {"numbers": ["555"]}))
+
+
+def test_token_in_the_envelope_and_verb_tunnelling(tree: Tree) -> None:
+    anonymous, base = tree.anon, f"{tree.account_path('A')}/devices"
+    token = str(tree.clients["A"].token)
+    device = anonymous.request("PUT", base, envelope={"data": {"name": "enveloped"}, "auth_token": token})
+    assert device.status_code == 201, device.text
+    device_id = device.json["data"]["id"]
+    tunnelled = anonymous.request("POST", f"{base}/{device_id}", params={"verb": "PATCH"},
+                                  envelope={"data": {"name": "tunnelled"}, "auth_token": token})
+    assert tunnelled.status_code == 200 and tunnelled.json["data"]["name"] == "tunnelled"
+    deleted = tree.clients["A"].request("POST", f"{base}/{device_id}", params={"verb": "DELETE"})
+    assert deleted.status_code == 200
+    assert tree.clients["A"].get(f"{base}/{device_id}").status_code == 404
+    assert anonymous.request("PUT", base, envelope={"data": {"name": "x"}, "auth_token": "bad"}).status_code == 401
