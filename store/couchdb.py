@@ -535,7 +535,7 @@ class CouchDBStore(Store):
     ) -> ChangesFeed:
         if since == "now":
             # Fix "now" at this call, not at the first read, so nothing written in between is lost.
-            since = self.db_info(db).update_seq
+            since = self.changes(db, since="now").last_seq
         else:
             self._wire_db(db)
         return _CouchChangesFeed(self, db, since, include_docs, idle_timeout)

@@ -966,7 +966,8 @@ class _EmbeddedChangesFeed(ChangesFeed):
 
     def __iter__(self) -> Iterator[Change]:
         idle_since = time.monotonic()
-        while not self._closed:
+        # A closed store ends its feeds quietly (node shutdown), like close() does.
+        while not self._closed and not self._store._closed:
             batch = self._store.changes(self._db, since=self.last_seq, limit=500, include_docs=self._include_docs)
             for change in batch.results:
                 if self._closed:
