@@ -9,13 +9,14 @@ already happened, and Kazoo's publish is fire-and-forget too.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
-from bus import Bus, BusError
+from bus import Binding, Bus, BusError, Consumer, Delivery, Message
 from bus.api import conf
 from store.kazoo import encode_db_name
 
-__all__ = ["BusNotifier", "Notifier", "NullNotifier", "RecordingNotifier"]
+__all__ = ["BusNotifier", "Notifier", "NullNotifier", "RecordingNotifier", "follow_account_changes"]
 
 log = logging.getLogger("mirliton.crossbar")
 
@@ -61,3 +62,15 @@ class BusNotifier:
             self.bus.publish(msg)
         except BusError:
             log.warning("could not publish %s for %s/%s", event, db, doc.get("_id"), exc_info=True)
+
+
+def follow_account_changes(bus: Bus, forget: Callable[[str], None]) -> Consumer:
+    """Call ``forget(account_id)`` for every account document edited or deleted anywhere in the
+    cluster (by this node's API or another's), so cached accounts never outlive a change."""
+
+    def on_change(msg: Message, _delivery: Delivery) -> None:
+        forget(str(msg["ID"]))
+
+    return bus.consume(
+        [Binding("configuration", f"{event}.*.account.*") for event in ("doc_edited", "doc_deleted")], on_change
+    )

@@ -18,9 +18,10 @@ from typing import Any
 from gevent.pywsgi import WSGIServer
 
 from actors.crossbar.app import CrossbarApp, make_app
+from actors.crossbar.notifier import follow_account_changes
 from actors.crossbar.server import make_server
 from actors.kernel import Actor
-from bus import Binding, Bus, Delivery, Message, connect
+from bus import Bus, connect
 from mirliton.config import Config, parse_hostport
 from mirliton.roles import RoleProcess
 from store import Store, open_store
@@ -43,17 +44,11 @@ class HttpServer(Actor):
         self.store = open_store(cfg.store.url, cfg.node.data_dir)
         self.bus = connect(cfg.bus.url, node=cfg.node.name, data_dir=cfg.node.data_dir)
         self.app: CrossbarApp = make_app(self.store, bus=self.bus)
-        self.bus.consume(
-            [Binding("configuration", f"{event}.*.account.*") for event in ("doc_edited", "doc_deleted")],
-            self._account_changed,
-        )
+        follow_account_changes(self.bus, self.app.service.accounts_cache.invalidate)
         host, port = parse_hostport(cfg.http.listen)
         self.server = make_server(self.app, host, port)
         self.server.start()  # binds now: a port in use fails the start, visibly
         log.info("crossbar API on http://%s:%d/v2", host, port)
-
-    def _account_changed(self, msg: Message, delivery: Delivery) -> None:
-        self.app.service.accounts_cache.invalidate(str(msg["ID"]))
 
     def terminate(self, reason: Any) -> None:
         if self.server is not None:

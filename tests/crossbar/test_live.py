@@ -131,3 +131,26 @@ def test_channels_come_from_the_call_nodes(api: tuple[ApiClient, str], buses: tu
     assert channels["data"] == [{"uuid": "call-1", "direction": "inbound", "answered": True, "destination": "100"}]
     assert ok(client.get(f"/v2/accounts/{account_id}/channels/call-1"))["destination"] == "100"
     assert client.get(f"/v2/accounts/{account_id}/channels/nope").status_code == 404
+
+
+def test_an_account_disabled_through_another_node_is_seen_at_once(
+    embedded_store: Store, buses: tuple[Bus, Bus]
+) -> None:
+    from actors.crossbar.notifier import follow_account_changes
+
+    create_account(embedded_store, "Top", "top.example.test", "top", "top-pw")
+    node1 = make_app(embedded_store, bus=buses[0])
+    node2 = make_app(embedded_store, bus=buses[1])
+    follow_account_changes(buses[1], node2.service.accounts_cache.invalidate)
+    gevent.sleep(0.05)
+    api1 = ApiClient(testing.TestClient(node1))
+    api2 = ApiClient(testing.TestClient(node2))
+    top = api1.as_token(login(api1, "top", "top-pw", "top.example.test"))
+    tenant = created(top.put("/v2/accounts", {"name": "Tenant", "realm": "tenant.example.test"}))
+    created(top.put(f"/v2/accounts/{tenant['id']}/users", {"first_name": "T", "last_name": "U", "username": "tu",
+                                                            "password": "tu-pw", "priv_level": "admin"}))
+    tenant_on_node2 = api2.as_token(login(api2, "tu", "tu-pw", "tenant.example.test"))
+    assert tenant_on_node2.get(f"/v2/accounts/{tenant['id']}").status_code == 200  # now cached on node 2
+    ok(top.patch(f"/v2/accounts/{tenant['id']}", {"enabled": False}))
+    _wait(lambda: tenant_on_node2.get(f"/v2/accounts/{tenant['id']}").status_code == 401, timeout=5.0)
+    assert tenant_on_node2.get(f"/v2/accounts/{tenant['id']}").json["error_id"] == "account_disabled"
