@@ -169,9 +169,12 @@ class CouchDBStore(Store):
         headers: dict[str, str] | None = None,
         stream: bool = False,
         client: httpx.Client | None = None,
+        idempotent: bool | None = None,
     ) -> httpx.Response:
         client = client or self._client
-        idempotent = method in ("GET", "HEAD")
+        if idempotent is None:
+            # Reads sent as POST (_find, _all_docs with keys) say so themselves.
+            idempotent = method in ("GET", "HEAD")
         body = content
         request_headers = dict(headers or {})
         if json_body is not None:
@@ -405,7 +408,12 @@ class CouchDBStore(Store):
         params: dict[str, Any] = {"include_docs": "true" if include_docs else "false"}
         if keys is not None:
             data = self._call(
-                "POST", f"{self._wire_db(db)}/_all_docs", params=params, json_body={"keys": list(keys)}, db=db
+                "POST",
+                f"{self._wire_db(db)}/_all_docs",
+                params=params,
+                json_body={"keys": list(keys)},
+                db=db,
+                idempotent=True,
             )
         else:
             if start_key is not None:
@@ -493,7 +501,7 @@ class CouchDBStore(Store):
             body["fields"] = list(fields)
         if sort:
             body["sort"] = list(sort)
-        result = self._call("POST", f"{self._wire_db(db)}/_find", json_body=body, db=db)
+        result = self._call("POST", f"{self._wire_db(db)}/_find", json_body=body, db=db, idempotent=True)
         docs = list(result.get("docs", []))
         next_bookmark = result.get("bookmark")
         if next_bookmark is None:
