@@ -82,6 +82,11 @@ def bulk(data_dir: Path, batch_size: int) -> None:
             )
         results = store.bulk_docs("bulk", docs)
         assert all(r.ok for r in results)
+        # And an attachment of its own, big enough to be several chunks mid-write when killed.
+        store.put_attachment(
+            "bulk", f"b{batch:06d}-0000", "audio.wav", os.urandom(700_000), content_type="audio/x-wav",
+            rev=results[0].rev,
+        )
         print(json.dumps({"batch": batch}), flush=True)
         batch += 1
 

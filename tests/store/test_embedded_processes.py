@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import signal
@@ -92,13 +93,18 @@ def test_writer_killed_mid_bulk_leaves_a_consistent_database(tmp_path: Path, kil
             doc = row["doc"]
             assert hashlib.sha256(doc["payload"].encode()).hexdigest() == doc["sha256"], doc["_id"]
             per_batch[doc["batch"]] = per_batch.get(doc["batch"], 0) + 1
+            for name, stub in doc.get("_attachments", {}).items():
+                data, _ = store.get_attachment("bulk", doc["_id"], name)
+                digest = "md5-" + base64.b64encode(hashlib.md5(data).digest()).decode()
+                assert (len(data), digest) == (stub["length"], stub["digest"]), doc["_id"]
         # Every batch is all there or absent, and every reported one is there.
         assert set(per_batch.values()) == {batch_size}
         assert set(reported) <= set(per_batch)
         assert sorted(per_batch) == list(range(len(per_batch)))
         # The change feed and counters agree with the documents.
         info = store.db_info("bulk")
-        assert info.doc_count == len(rows) == info.update_seq
+        attached = sum(1 for row in rows if row["doc"].get("_attachments"))
+        assert info.doc_count == len(rows) and info.update_seq == len(rows) + attached
         assert len(store.changes("bulk").results) == len(rows)
         store.close()
 
