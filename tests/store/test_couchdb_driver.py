@@ -90,7 +90,7 @@ def test_retries_reach_a_server_that_comes_up(tmp_path: Path) -> None:
         servers.append(start_pouchdb_server(tmp_path, port)[1])
 
     starter = threading.Thread(target=start_later)
-    store = CouchDBStore(f"http://127.0.0.1:{port}", max_retries=10, backoff_base=0.1, backoff_max=2.0)
+    store = CouchDBStore(f"http://127.0.0.1:{port}", max_retries=20, backoff_base=0.1, backoff_max=2.0)
     starter.start()
     try:
         started = time.monotonic()

