@@ -2,7 +2,7 @@
 
     python -m tests.bus.peer URL DATA_DIR SPEC_JSON
 
-SPEC: {"role": "subscribe" | "respond" | "node", "bindings": [[exchange, key], ...],
+SPEC: {"role": "subscribe" | "respond" | "node" | "chatter", "bindings": [[exchange, key], ...],
        "queue": name|null, "replies": [...], "delays": [...]}
 A "node" peer runs a NodesService named SPEC["node"] advertising every SPEC["interval"] s
 and keeping its list in SPEC["snapshot"].
@@ -11,6 +11,9 @@ Prints one JSON object per line on stdout: {"ready": true} once bound, then for 
 "respond" peer answers each request with every reply in "replies" (Title-Case fields merged
 onto an authn_resp; "Auth-Username" echoes the request's Auth-User), sleeping "delays"[i]
 seconds before answering the i-th request; a reply with "_invalid" is sent unvalidated.
+A "chatter" peer binds callevt ``call.*.SPEC["call_id"]``; on a "go" line it publishes
+SPEC["count"] events there, and once it has received SPEC["expect"] it prints
+{"received": n, "from": {node: n}}.
 It exits when stdin closes.
 """
 
@@ -25,6 +28,7 @@ import gevent.fileobject
 
 from bus import Binding, connect
 from bus.api.authn import authn_resp
+from bus.api.call import call_event
 from bus.nodes import NodeInfo, NodesService
 
 
@@ -81,6 +85,25 @@ def main() -> None:
             }
             bus.reply(msg, authn_resp.build(fields))
 
+    if spec["role"] == "chatter":
+        heard: dict[str, int] = {}
+        total = [0]
+
+        def on_chat(msg: dict[str, Any], _delivery: Any) -> None:
+            heard[msg["Node"]] = heard.get(msg["Node"], 0) + 1
+            total[0] += 1
+            if total[0] == spec["expect"]:
+                emit({"received": total[0], "from": heard})
+
+        bus.consume([Binding("callevt", f"call.*.{spec['call_id']}")], on_chat)
+
+        def chatter() -> None:
+            event = call_event["DTMF"].build(call_id=spec["call_id"], dtmf_digit="1")
+            for number in range(spec["count"]):
+                bus.publish(event)
+                if number % 100 == 99:
+                    gevent.sleep(0)
+
     if spec["role"] == "node":
         NodesService(
             bus,
@@ -88,13 +111,17 @@ def main() -> None:
             interval=spec["interval"],
             snapshot_path=spec["snapshot"],
         ).start()
-    else:
+    elif spec["role"] != "chatter":
         callback = on_request if spec["role"] == "respond" else on_message
         bus.consume(bindings, callback, queue=spec.get("queue"), on_invalid=on_invalid)
     emit({"ready": True})
     stdin = gevent.fileobject.FileObject(sys.stdin, "r")
-    while stdin.readline():
-        pass
+    while True:
+        line = stdin.readline()
+        if not line:
+            break
+        if line.strip() == "go" and spec["role"] == "chatter":
+            gevent.spawn(chatter)
     bus.close()
 
 

@@ -544,3 +544,29 @@ def test_exchanges_beyond_kazoos_and_undeclared_message_types(
         publisher.declare_exchange(exchange, "topic")
     with pytest.raises(BusError):
         publisher.publish(task, exchange=f"nowhere-{unique}", routing_key="run")
+
+
+def test_many_processes_publish_to_each_other_at_once(spawn_peer: Spawn, unique: str) -> None:
+    """Four processes each publish 2,000 events that all four consume: every process gets
+    every message of every sender (no deadlock between writers, nothing lost)."""
+    senders, count = 4, 2000
+    peers = [
+        spawn_peer(
+            {
+                "role": "chatter",
+                "node": f"chatter{n}",
+                "call_id": unique,
+                "count": count,
+                "expect": senders * count,
+            }
+        )
+        for n in range(senders)
+    ]
+    for peer in peers:
+        assert peer.process.stdin is not None
+        peer.process.stdin.write("go\n")
+        peer.process.stdin.flush()
+    for peer in peers:
+        result = peer.read(timeout=60)
+        assert result["received"] == senders * count
+        assert result["from"] == {f"chatter{n}": count for n in range(senders)}
