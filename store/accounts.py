@@ -30,6 +30,7 @@ from store.kazoo import (
     account_db_name,
     encode_db_name,
     get_config,
+    gregorian_now,
     new_account_id,
     set_config,
     set_pvt_fields,
@@ -44,7 +45,9 @@ __all__ = [
     "verify_password",
 ]
 
-_password_hasher = PasswordHasher()  # argon2id with argon2-cffi's recommended parameters
+_password_hasher = PasswordHasher()
+# A realm claim without its account, older than this, is left over from a crashed creation.
+STALE_CLAIM_SECONDS = 300  # argon2id with argon2-cffi's recommended parameters
 
 
 def credential_hashes(username: str, password: str) -> dict[str, str]:
@@ -88,6 +91,32 @@ def master_account_id(store: Store) -> str | None:
     """The system account's id, from ``system_config/accounts`` like Kazoo."""
     value = get_config(store, "accounts", "master_account_id")
     return value if isinstance(value, str) else None
+
+
+def _claim_realm(store: Store, realm: str, account_id: str) -> dict[str, Any]:
+    """Take the realm's claim document, or raise the realm-in-use error.
+
+    A claim whose account never got written (its creator died half-way) is taken over once it
+    is older than STALE_CLAIM_SECONDS; a younger one may be a creation still in progress.
+    """
+    fresh = set_pvt_fields({"_id": _realm_claim_id(realm), "realm": realm}, "realm_claim", account_id)
+    try:
+        return store.put(ACCOUNTS_DB, fresh)
+    except Conflict:
+        pass
+    try:
+        existing = store.get(ACCOUNTS_DB, _realm_claim_id(realm))
+    except NotFound:
+        raise _realm_taken(realm) from None
+    owner = existing.get("pvt_account_id")
+    if isinstance(owner, str) and store.open_or_none(ACCOUNTS_DB, owner) is not None:
+        raise _realm_taken(realm)
+    if gregorian_now() - int(existing.get("pvt_created", 0)) < STALE_CLAIM_SECONDS:
+        raise _realm_taken(realm)
+    try:
+        return store.put(ACCOUNTS_DB, {**fresh, "_rev": existing["_rev"]})
+    except Conflict:
+        raise _realm_taken(realm) from None
 
 
 def _realm_taken(realm: str) -> ValidationFailed:
@@ -167,13 +196,7 @@ def create_account(
 
     account_id = new_account_id()
     account_db = account_db_name(account_id)
-    try:
-        claim = store.put(
-            ACCOUNTS_DB,
-            set_pvt_fields({"_id": _realm_claim_id(realm), "realm": realm}, "realm_claim", account_id),
-        )
-    except Conflict:
-        raise _realm_taken(realm) from None
+    claim = _claim_realm(store, realm, account_id)
 
     became_master = False
     try:

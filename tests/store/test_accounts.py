@@ -136,3 +136,23 @@ def test_cli_account_create_against_couchdb(couchdb_url: str, tmp_path: Path) ->
     )
     assert again.exit_code == 1
     assert json.loads(again.output.strip().splitlines()[-1])["errors"]["realm"]["unique"]
+
+
+def test_stale_realm_claim_of_a_crashed_creation_is_taken_over(tmp_path: Path) -> None:
+    from store.kazoo import gregorian_now, set_pvt_fields
+
+    store = open_store("embedded", tmp_path)
+    store.create_db(ACCOUNTS_DB)
+    crashed = "c" * 32  # its account document was never written
+    old = gregorian_now() - 3600
+    store.put(ACCOUNTS_DB, set_pvt_fields({"_id": "realm:old.example.com", "realm": "old.example.com"},
+                                          "realm_claim", crashed, now=old))
+    created = create_account(store, "Phoenix", "old.example.com", "admin", "pw-phoenix")
+    assert store.get(ACCOUNTS_DB, "realm:old.example.com")["pvt_account_id"] == created["account_id"]
+
+    # A recent claim may be a creation in progress: it is respected.
+    store.put(ACCOUNTS_DB, set_pvt_fields({"_id": "realm:busy.example.com", "realm": "busy.example.com"},
+                                          "realm_claim", crashed))
+    with pytest.raises(ValidationFailed):
+        create_account(store, "Busy", "busy.example.com", "admin", "pw-busy-1")
+    store.close()
