@@ -433,8 +433,7 @@ def test_retry_with_credentials_against_the_server(status: int, header: str) -> 
     assert (retry.cseq.num, retry.cseq.method) == (8, "REGISTER")
     assert retry.via.branch != request.via.branch and retry.via.has_rport
     assert retry.headers.get("Expires") == "600"
-    value = retry.headers.get(header)
-    assert value is not None
+    assert retry.headers.get(header) is not None
     wire = parse_message(retry.to_bytes())
     assert isinstance(wire, Request)
     assert digest_server.verify(

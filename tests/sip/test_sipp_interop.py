@@ -186,7 +186,7 @@ class Endpoint:
                 event = self.events.get(timeout=max(0.0, remaining))
             except Empty:
                 raise AssertionError(f"no {kinds} event in {timeout}s") from None
-            if isinstance(event, kinds):
+            if any(isinstance(event, kind) for kind in kinds):
                 return event
             if isinstance(event, TransactionTimeout | TransportError):
                 raise AssertionError(f"transaction failed: {event}")
