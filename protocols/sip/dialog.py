@@ -26,6 +26,7 @@ from protocols.sip.uri import URI
 __all__ = [
     "CONTACT_METHODS",
     "TARGET_REFRESH_METHODS",
+    "is_reliable_provisional",
     "AnswerRetransmission",
     "Dialog",
     "DialogError",
@@ -107,6 +108,8 @@ class Dialog:
     # ACK we sent for each 2xx to INVITE, by CSeq, so a retransmitted 2xx gets the same ACK
     # (13.2.2.4).
     acks: dict[int, Request] = field(default_factory=dict)
+    # RFC 3262: RSeq of the last reliable provisional response we PRACKed, per INVITE CSeq.
+    last_rseq: dict[int, int] = field(default_factory=dict)
     # Free slot for the owner (call leg) to keep its context.
     context: object = None
 
@@ -374,6 +377,36 @@ class Dialog:
     def ack_for(self, response: Response) -> Request | None:
         """The ACK already sent for this 2xx (by CSeq), to re-send on a retransmission."""
         return self.acks.get(response.cseq.num)
+
+    def create_prack(self, response: Response, *, via: Via | str | None = None) -> Request | None:
+        """RFC 3262 7.2: the PRACK for a reliable provisional response (``Require: 100rel``
+        and an RSeq), or None when none is due: not reliable, a retransmission, or out of
+        order (the first RSeq is taken as is; later ones must be exactly one higher, 4).
+
+        ``RAck = response-num SP CSeq-num SP Method`` echoes the RSeq and the CSeq."""
+        if not is_reliable_provisional(response):
+            return None
+        rseq_text = response.headers.get("RSeq") or ""
+        rseq = int(rseq_text.strip())
+        cseq = response.cseq
+        last = self.last_rseq.get(cseq.num)
+        if last is not None and rseq != last + 1:
+            return None
+        self.last_rseq[cseq.num] = rseq
+        return self.create_request(
+            "PRACK", via=via, extra_headers=[("RAck", f"{rseq} {cseq.num} {cseq.method}")]
+        )
+
+
+def is_reliable_provisional(response: Response) -> bool:
+    """A 101-199 response sent reliably (RFC 3262: ``Require: 100rel`` and a valid RSeq)."""
+    if not 101 <= response.status <= 199:
+        return False
+    if "100rel" not in (token.strip().lower() for token in response.require):
+        return False
+    rseq = (response.headers.get("RSeq") or "").strip()
+    # RSeq = "RSeq" HCOLON response-num; response-num = 1*DIGIT (1 to 2**31 - 1)
+    return rseq.isdigit() and 1 <= int(rseq) < 2**31
 
 
 def next_hop(request: Request, *, default_transport: str = "UDP") -> tuple[Address, str]:

@@ -11,6 +11,7 @@ from protocols.sip.dialog import (
     DialogId,
     Dialogs,
     DialogState,
+    is_reliable_provisional,
     next_hop,
 )
 from protocols.sip.message import Request, Response, make_response
@@ -47,6 +48,7 @@ Content-Length: 0
 def response(
     status: int,
     *,
+    extra: tuple[str, ...] = (),
     to_tag: str | None = "8321234356",
     contact: str | None = "<sip:bob@client.biloxi.example.com>",
     record_routes: tuple[str, ...] = (
@@ -64,6 +66,7 @@ def response(
         "Call-ID: 3848276298220188511@atlanta.example.com",
         f"CSeq: {cseq}",
         *([f"Contact: {contact}"] if contact else []),
+        *extra,
         "Content-Length: 0",
         "",
         "",
@@ -224,6 +227,28 @@ def test_bye_2xx_terminates() -> None:
     bye = dialog.create_request("BYE")
     dialog.receive_response(bye, response(200, cseq="3 BYE"))
     assert dialog.terminated
+
+
+def test_prack_for_reliable_provisionals_in_order_only() -> None:
+    invite = parse_request(INVITE)
+    reliable = ("Require: 100rel", "RSeq: 7")
+    progress = response(183, extra=reliable)
+    assert is_reliable_provisional(progress)
+    dialog = Dialog.create_uac(invite, progress)
+    prack = dialog.create_prack(progress, via=new_via("UDP", "client.atlanta.example.com", 5060))
+    assert prack is not None
+    assert (prack.method, prack.cseq.num, prack.cseq.method) == ("PRACK", 3, "PRACK")
+    assert prack.headers.get("RAck") == "7 2 INVITE"
+    assert str(prack.uri) == "sip:bob@client.biloxi.example.com"
+    assert dialog.create_prack(progress) is None  # retransmission
+    assert dialog.create_prack(response(183, extra=("Require: 100rel", "RSeq: 9"))) is None
+    nxt = dialog.create_prack(response(180, extra=("Require: 100rel", "RSeq: 8")))
+    assert nxt is not None and nxt.headers.get("RAck") == "8 2 INVITE"
+    unreliable = response(180)
+    assert not is_reliable_provisional(unreliable)
+    assert dialog.create_prack(unreliable) is None
+    assert not is_reliable_provisional(response(200, extra=reliable))
+    assert not is_reliable_provisional(response(183, extra=("Require: 100rel", "RSeq: x")))
 
 
 # -- UAS side ------------------------------------------------------------------------------
