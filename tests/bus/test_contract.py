@@ -570,3 +570,54 @@ def test_many_processes_publish_to_each_other_at_once(spawn_peer: Spawn, unique:
         result = peer.read(timeout=60)
         assert result["received"] == senders * count
         assert result["from"] == {f"chatter{n}": count for n in range(senders)}
+
+
+def test_tap_prints_what_goes_by(
+    make_bus: Callable[..., Bus], bus_url: str, data_dir: Any, unique: str
+) -> None:
+    import json
+    import sys
+
+    import gevent.subprocess
+
+    from tests.bus.conftest import ROOT
+
+    tap = gevent.subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bus.tap",
+            "--url",
+            bus_url,
+            "--data-dir",
+            str(data_dir),
+            "--count",
+            "2",
+            f"callevt:call.*.{unique}",
+        ],
+        cwd=ROOT,
+        stdout=gevent.subprocess.PIPE,
+        text=True,
+    )
+    bus = make_bus()
+    try:
+        # The tap binds after it starts: publish until it has seen two messages.
+        with gevent.Timeout(30):
+            while tap.poll() is None:
+                bus.publish(_event("CHANNEL_CREATE", unique))
+                bus.publish(
+                    {**_event("CHANNEL_ANSWER", unique), "Billing-Seconds": "x"}, validate=False
+                )
+                gevent.sleep(0.1)
+        assert tap.stdout is not None
+        lines = [json.loads(line) for line in tap.stdout.read().splitlines()]
+    finally:
+        if tap.poll() is None:
+            tap.kill()
+    # Two consecutive deliveries: one valid event and one invalid, in either order.
+    assert len(lines) == 2
+    valid = next(line for line in lines if "message" in line)
+    invalid = next(line for line in lines if "invalid" in line)
+    assert valid["message"]["Event-Name"] == "CHANNEL_CREATE"
+    assert valid["routing_key"] == f"call.CHANNEL_CREATE.{unique}"
+    assert invalid["invalid"] == "Billing-Seconds"
