@@ -16,6 +16,7 @@ timers with a greenlet.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -335,19 +336,26 @@ class TcpTransport:
 
     def connection_to(self, destination: Address) -> TcpConnection:
         """An open connection to ``destination``, connecting if there is none. Concurrent
-        senders to the same peer share one connect attempt."""
+        senders to the same peer share one connect attempt. Connections are keyed by IP
+        address, so a name resolves first (to find the connection the peer opened to us)."""
+        destination = _resolve(destination)
         existing = self._connections.get(destination)
         if existing is not None and not existing.closed:
             return existing
         lock = self._connect_locks.setdefault(destination, Semaphore())
-        with lock:
-            existing = self._connections.get(destination)
-            if existing is not None and not existing.closed:
-                return existing
-            sock = socket.create_connection(destination, timeout=self.connect_timeout)
-            sock.settimeout(None)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return self._adopt(sock, destination, outbound=True)
+        try:
+            with lock:
+                existing = self._connections.get(destination)
+                if existing is not None and not existing.closed:
+                    return existing
+                sock = socket.create_connection(destination, timeout=self.connect_timeout)
+                sock.settimeout(None)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                return self._adopt(sock, destination, outbound=True)
+        finally:
+            if not lock.locked():
+                # Nobody else is waiting on it: forget it so the table does not grow forever.
+                self._connect_locks.pop(destination, None)
 
     def send(self, data: bytes, destination: Address) -> None:
         connection = self.connection_to(destination)
@@ -363,6 +371,21 @@ class TcpTransport:
         for connection in list(self._connections.values()):
             connection.close()
         gevent.killall(self._greenlets, block=False)
+
+
+def _resolve(destination: Address) -> Address:
+    """(IP, port) for a (host, port); IP literals pass through untouched."""
+    host, port = destination
+    try:
+        ipaddress.ip_address(host)
+        return destination
+    except ValueError:
+        pass
+    infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"cannot resolve {host}")
+    resolved = infos[0][4]
+    return str(resolved[0]), int(resolved[1])
 
 
 def _reliable_response_fallback(item: Outgoing) -> Address | None:
