@@ -34,6 +34,7 @@ __all__ = [
     "DialogState",
     "Dialogs",
     "next_hop",
+    "uri_hop",
 ]
 
 # Methods that refresh the remote target (RFC 3261 12.2: re-INVITE; RFC 3311 UPDATE; RFC 6665
@@ -378,6 +379,12 @@ class Dialog:
         """The ACK already sent for this 2xx (by CSeq), to re-send on a retransmission."""
         return self.acks.get(response.cseq.num)
 
+    def next_hop(self, *, default_transport: str = "UDP") -> tuple[Address, str]:
+        """Where this dialog's requests go (8.1.2): the first route set element if any (with a
+        strict router it is also the Request-URI), else the remote target."""
+        uri = self.route_set[0].uri if self.route_set else self.remote_target
+        return uri_hop(uri, default_transport=default_transport)
+
     def create_prack(self, response: Response, *, via: Via | str | None = None) -> Request | None:
         """RFC 3262 7.2: the PRACK for a reliable provisional response (``Require: 100rel``
         and an RSeq), or None when none is due: not reliable, a retransmission, or out of
@@ -409,18 +416,25 @@ def is_reliable_provisional(response: Response) -> bool:
     return rseq.isdigit() and 1 <= int(rseq) < 2**31
 
 
-def next_hop(request: Request, *, default_transport: str = "UDP") -> tuple[Address, str]:
-    """Where to send a request we built, without DNS (RFC 3263 reduced to what a node on a
-    known network needs): the top Route if any, else the Request-URI; ``maddr``, ``port`` and
-    ``transport`` parameters honoured; sips means TLS; default port 5060 (5061 for TLS)."""
-    routes = request.routes
-    uri = routes[0].uri if routes else request.uri
+def uri_hop(uri: URI, *, default_transport: str = "UDP") -> tuple[Address, str]:
+    """((host, port), transport) to reach ``uri`` without DNS (RFC 3263 reduced to what a node
+    on a known network needs): ``maddr``, ``port`` and ``transport`` parameters honoured; sips
+    means TLS; default port 5060 (5061 for TLS)."""
     transport = (uri.transport or ("tls" if uri.scheme == "sips" else default_transport)).upper()
     host = uri.maddr or uri.host
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     port = uri.port or (5061 if transport == "TLS" else 5060)
     return (host, port), transport
+
+
+def next_hop(request: Request, *, default_transport: str = "UDP") -> tuple[Address, str]:
+    """Where to send a request (RFC 3261 8.1.2, loose routing): the top Route if any, else
+    the Request-URI. For in-dialog requests use :meth:`Dialog.next_hop`, which also knows
+    when the route set starts with a strict router (then the Request-URI is the next hop)."""
+    routes = request.routes
+    uri = routes[0].uri if routes else request.uri
+    return uri_hop(uri, default_transport=default_transport)
 
 
 class Dialogs:

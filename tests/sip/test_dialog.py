@@ -179,7 +179,8 @@ def test_strict_route_first_hop_goes_in_request_uri() -> None:
         "sip:p2.example.com;lr",
         "sip:bob@client.biloxi.example.com",
     ]
-    assert next_hop(bye) == (("p2.example.com", 5060), "UDP")
+    # 8.1.2: with a strict router first, the request goes to the Request-URI (p1).
+    assert dialog.next_hop() == (("p1.example.com", 5060), "UDP")
 
 
 def test_ack_for_2xx_keeps_invite_cseq_and_credentials_and_is_remembered() -> None:
@@ -361,9 +362,13 @@ def test_dialogs_registry_finds_by_direction() -> None:
 
 
 def test_next_hop_defaults_and_parameters() -> None:
+    loose = uac_dialog()
+    assert loose.next_hop() == (("p1.example.com", 5060), "UDP")
+    assert next_hop(loose.create_request("BYE")) == loose.next_hop()
     dialog = uac_dialog(record_routes=())
     bye = dialog.create_request("BYE")
     assert next_hop(bye) == (("client.biloxi.example.com", 5060), "UDP")
+    assert dialog.next_hop(default_transport="TCP") == (("client.biloxi.example.com", 5060), "TCP")
     bye.uri = "sip:bob@[2001:db8::1]:5070;transport=tcp"
     assert next_hop(bye) == (("2001:db8::1", 5070), "TCP")
     bye.uri = "sips:bob@example.com"

@@ -254,7 +254,7 @@ def test_invite_200_ack_bye_call_with_sipp(uac: Endpoint, tmp_path: Path) -> Non
         assert streams[0].codec.encoding == "PCMU"
 
         ack = dialog.create_ack(invite, via=new_via(uac.name, uac.host, uac.port))
-        destination, transport = next_hop(ack, default_transport=uac.name)
+        destination, transport = dialog.next_hop(default_transport=uac.name)
         uac.runner.send_stateless(ack, destination, transport)
 
         gevent.sleep(0.2)  # let SIPp move on to waiting for BYE
@@ -793,7 +793,7 @@ def test_retransmitted_2xx_reaches_the_tu_and_gets_the_same_ack(tmp_path: Path) 
         retransmitted = uac.next_response(timeout=5)  # SIPp: retrans="500"
         assert retransmitted.status == 200 and dialog.matches_response(retransmitted)
         assert dialog.ack_for(retransmitted) is ack
-        destination, transport = next_hop(ack)
+        destination, transport = dialog.next_hop()
         uac.runner.send_stateless(ack, destination, transport)
         gevent.sleep(0.2)
         bye = dialog.create_request("BYE", via=new_via("UDP", uac.host, uac.port))
