@@ -506,3 +506,19 @@ def test_token_in_the_envelope_and_verb_tunnelling(tree: Tree) -> None:
     assert deleted.status_code == 200
     assert tree.clients["A"].get(f"{base}/{device_id}").status_code == 404
     assert anonymous.request("PUT", base, envelope={"data": {"name": "x"}, "auth_token": "bad"}).status_code == 401
+
+
+def test_an_unavailable_store_is_503_in_the_envelope(tree: Tree, monkeypatch: pytest.MonkeyPatch) -> None:
+    from store import StoreUnavailable
+
+    client = tree.clients["A"]
+    device = created(client.put(f"{tree.account_path('A')}/devices", {"name": "d"}))
+
+    def down(*_args: Any, **_kw: Any) -> Any:
+        raise StoreUnavailable("connection refused", retry_after=2.0)
+
+    monkeypatch.setattr(tree.store, "get", down)
+    result = client.get(f"{tree.account_path('A')}/devices/{device['id']}")
+    assert result.status_code == 503
+    assert result.json["status"] == "error" and result.json["error_id"] == "service_unavailable"
+    assert result.headers["Retry-After"] == "2"
