@@ -102,6 +102,25 @@ class RegistrarSection(_Section):
     max_contacts: int = Field(default=10, ge=1)
 
 
+class CallsSection(_Section):
+    """Call control (actors/calls) and the apps that drive calls (callflow, cdr)."""
+
+    # Shard processes holding call legs; the edge hashes new calls on Call-ID over them.
+    shards: int = Field(default=2, ge=1, le=64)
+    # Each shard's internal SIP listener (the edge talks to it; never public).
+    listen_host: str = "127.0.0.1"
+    # 0: ephemeral ports; else shard N listens on base_port + N.
+    base_port: int = Field(default=0, ge=0, le=65535)
+    # route_req: seconds to wait for a route_resp (then 604); Kazoo's ~3 s fetch budget.
+    route_timeout: float = Field(default=3.0, gt=0)
+    # callflow: seconds to wait for route_win after answering park (Kazoo: 3 s).
+    route_win_timeout: float = Field(default=3.0, gt=0)
+    # Bridge: default ring time per endpoint when a bridge names none (Kazoo: 20 s).
+    bridge_timeout: float = Field(default=20.0, gt=0)
+    # reg_query: seconds to wait for the edges to say where a device is registered.
+    reg_query_timeout: float = Field(default=0.5, gt=0)
+
+
 class HttpSection(_Section):
     listen: str = "127.0.0.1:8000"
 
@@ -134,6 +153,7 @@ class Config(_Section):
     sip: SipSection = Field(default_factory=SipSection)
     edge: EdgeSection = Field(default_factory=EdgeSection)
     registrar: RegistrarSection = Field(default_factory=RegistrarSection)
+    calls: CallsSection = Field(default_factory=CallsSection)
     http: HttpSection = Field(default_factory=HttpSection)
     ops: OpsSection = Field(default_factory=OpsSection)
     log: LogSection = Field(default_factory=LogSection)
