@@ -269,6 +269,8 @@ def lookup(msg: Mapping[str, Any]) -> MessageType | None:
 
 def validate_message(msg: Mapping[str, Any]) -> MessageType | None:
     """Validate a received message: its declared type's contract, else the envelope alone."""
+    if not isinstance(msg, Mapping):
+        raise BusValidationError("<message>", "a message is a JSON object")
     msg_type = lookup(msg)
     if msg_type is None:
         validate_envelope(msg)

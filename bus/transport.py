@@ -188,6 +188,8 @@ class Consumer:
                 exchange, routing_key, body, redelivered, ack = inbox.popleft()
                 try:
                     self._handle(exchange, routing_key, body, redelivered, queue)
+                except Exception:  # noqa: BLE001 - whatever arrives, the consumer lives on
+                    log.exception("bus consumer %s: cannot handle a delivery", queue)
                 finally:
                     # Acked after the callback so a crash before it means redelivery
                     # (at least once); acked even when the callback raised so a poison

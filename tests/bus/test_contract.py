@@ -621,3 +621,29 @@ def test_tap_prints_what_goes_by(
     assert valid["message"]["Event-Name"] == "CHANNEL_CREATE"
     assert valid["routing_key"] == f"call.CHANNEL_CREATE.{unique}"
     assert invalid["invalid"] == "Billing-Seconds"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"[1, 2]", "<message>"),
+        (b"not json", "<body>"),
+        (b"\xff\xfe", "<body>"),
+        (b'{"Event-Name": 3}', "Event-Category"),
+    ],
+)
+def test_garbage_on_the_wire_is_invalid_not_fatal(
+    make_bus: Callable[..., Bus], unique: str, body: bytes, field: str
+) -> None:
+    bus = make_bus()
+    got: list[str] = []
+    consumer = bus.consume(
+        [Binding("callevt", f"call.*.{unique}")],
+        lambda m, d: got.append(m["Event-Name"]),
+        on_invalid=lambda error, raw, d: got.append(f"invalid {error.field}"),
+    )
+    # What a foreign or broken publisher could put on the wire, then a valid message.
+    consumer.push("callevt", f"call.X.{unique}", body)
+    bus.publish(_event("CHANNEL_CREATE", unique))
+    _wait_for(lambda: len(got) == 2)
+    assert got == [f"invalid {field}", "CHANNEL_CREATE"]
