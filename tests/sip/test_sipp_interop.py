@@ -31,7 +31,7 @@ from protocols.sdp import (
     parse_sdp,
     process_answer,
 )
-from protocols.sip.dialog import Dialog, next_hop
+from protocols.sip.dialog import Dialog, Dialogs, next_hop
 from protocols.sip.digest import DigestClient, DigestServer, retry_with_credentials
 from protocols.sip.errors import SipParseError
 from protocols.sip.message import (
@@ -803,3 +803,95 @@ def test_retransmitted_2xx_reaches_the_tu_and_gets_the_same_ack(tmp_path: Path) 
     finally:
         sipp.kill()
         uac.close()
+
+
+class AnsweringUas:
+    """A UAS that answers every INVITE (180, then 200 with an SDP answer) and every BYE with
+    200, from inside the runner's event callback, as a call leg would."""
+
+    def __init__(self, transport_name: str, timers: TimerConfig) -> None:
+        self.layer = TransactionLayer(timers)
+        self.runner = TransactionRunner(self.layer, self.on_event)
+        self.transport: SipTransport
+        if transport_name == "UDP":
+            self.transport = UdpTransport(LOOPBACK, 0, self.runner.on_message).start()
+        else:
+            self.transport = TcpTransport(LOOPBACK, 0, self.runner.on_message).start()
+        self.runner.add_transport(self.transport)
+        self.runner.start()
+        self.host, self.port = self.transport.local_address
+        self.dialogs = Dialogs()
+        self.calls_answered = 0
+        self.calls_ended = 0
+        self.errors: list[str] = []
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, RequestReceived):
+            request = event.request
+            if request.method == "INVITE":
+                answer = build_answer(
+                    parse_sdp(request.body), LocalMedia(address=LOOPBACK, audio_port=40010)
+                )
+                if not isinstance(answer, Answer):
+                    self.errors.append(str(answer))
+                    return
+                tag = generate_tag()
+                self.runner.respond(event.transaction, make_response(request, 180, to_tag=tag))
+                ok = make_response(request, 200, to_tag=tag)
+                ok.headers.add("Contact", f"<sip:uas@{self.host}:{self.port}>")
+                ok.headers.add("Content-Type", "application/sdp")
+                ok.body = answer.sdp.to_bytes()
+                self.runner.respond(event.transaction, ok)
+                self.dialogs.add(Dialog.create_uas(request, ok))
+                self.calls_answered += 1
+            elif request.method == "BYE":
+                dialog = self.dialogs.for_request(request)
+                status = 481 if dialog is None else (dialog.receive_request(request) or 200)
+                self.runner.respond(event.transaction, make_response(request, status))
+                if dialog is not None:
+                    self.dialogs.remove(dialog)
+                    self.calls_ended += 1
+        elif isinstance(event, AckReceived):
+            dialog = self.dialogs.for_request(event.request)
+            if dialog is None:
+                self.errors.append("ACK outside any dialog")
+        elif isinstance(event, TransactionTimeout | TransportError):
+            self.errors.append(str(event))
+
+    def close(self) -> None:
+        self.runner.stop()
+        self.transport.close()
+
+
+@requires_sipp
+@pytest.mark.slow
+def test_sipp_load_against_our_uas_leaves_nothing_behind(
+    transport_name: str, tmp_path: Path
+) -> None:
+    """100 calls at 50 calls/s from SIPp's uac: every one succeeds (SIPp exits 0), every
+    dialog ends, and once the timers have run no transaction is left."""
+    timers = TimerConfig(t1=0.05, t2=0.2, t4=0.25, timer_d_unreliable=0.5)
+    uas = AnsweringUas(transport_name, timers)
+    sipp_port = free_port(
+        stdlib_socket.SOCK_DGRAM if transport_name == "UDP" else stdlib_socket.SOCK_STREAM
+    )
+    args = [
+        "sipp", "-sn", "uac", f"{LOOPBACK}:{uas.port}", "-i", LOOPBACK, "-p", str(sipp_port),
+        "-m", "100", "-r", "50", "-l", "100", "-d", "100", "-nostdin", "-timeout", "30s",
+    ]  # fmt: skip
+    if transport_name == "TCP":
+        args += ["-t", "t1"]
+    sipp = SippProcess(args, tmp_path)
+    try:
+        assert sipp.wait(30) == 0, sipp.output()
+        assert uas.errors == []
+        assert (uas.calls_answered, uas.calls_ended) == (100, 100)
+        assert len(uas.dialogs) == 0
+        deadline = time.monotonic() + 10
+        while uas.layer.server_transactions and time.monotonic() < deadline:
+            gevent.sleep(0.1)
+        assert uas.layer.server_transactions == []
+        assert uas.layer.get_timer() is None
+    finally:
+        sipp.kill()
+        uas.close()
