@@ -33,6 +33,9 @@ BUILTIN_ROLES: dict[str, str] = {
     "crossbar": "actors.crossbar.role:CrossbarRole",
     "registrar": "actors.registrar.role:RegistrarRole",
     "edge": "actors.edge.role:EdgeRole",
+    "cdr": "actors.cdr.role:CdrRole",
+    "callflow": "actors.callflow.role:CallflowRole",
+    "calls": "actors.calls.role:CallsGroup",
 }
 
 ACTORS = Gauge(
