@@ -788,6 +788,31 @@ def test_a_second_stop_does_not_cut_terminate_short(start: Callable[..., ActorRe
     assert ref.exit_reason == SHUTDOWN
 
 
+def test_a_linked_crash_during_terminate_does_not_cut_it_short(
+    start: Callable[..., ActorRef],
+) -> None:
+    release = gevent.event.Event()
+    steps: list[str] = []
+
+    class SlowTerminate(Actor):
+        def terminate(self, reason: Any) -> None:
+            steps.append("terminate begins")
+            release.wait()
+            steps.append("terminate ends")
+
+    crasher = start(Crasher())
+    ref = start(SlowTerminate(), link=crasher)
+    stopping = gevent.spawn(ref.stop, SHUTDOWN, POLL_LIMIT_S)
+    wait_until(lambda: steps == ["terminate begins"], "terminate() to begin")
+    crasher.send("crash")
+    crasher.join(POLL_LIMIT_S)
+    gevent.sleep(0.01)  # let the linked exit reach the exiting actor if it is going to
+    release.set()
+    assert stopping.get(timeout=POLL_LIMIT_S) is True
+    assert steps == ["terminate begins", "terminate ends"]
+    assert ref.exit_reason == SHUTDOWN
+
+
 def test_actor_count_follows_spawns_and_exits(start: Callable[..., ActorRef]) -> None:
     class Counted(Recorder):
         pass
