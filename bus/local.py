@@ -84,6 +84,8 @@ _BACKPRESSURE_WAIT = 2.0
 # Coalesced write size: big enough to amortise the system call, small enough to interleave.
 _BATCH_BYTES = 256 * 1024
 _ROUTE_CACHE_LIMIT = 20_000
+# No bus message comes near this; a bigger length prefix means a corrupted stream.
+_MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 
 class _Registry:
@@ -425,22 +427,25 @@ class LocalBus(Bus):
     def _declare_kazoo_exchanges(self) -> None:
         self._registry.declare_exchanges(list(self._exchanges.items()))
 
+    def _refuses(self, owner: str) -> bool:
+        """Whether nobody listens at ``owner``'s address any more: the process is gone.
+        A busy or slow listener (backlog full, timeout) counts as alive."""
+        probe = gevent.socket.socket(std_socket.AF_UNIX, std_socket.SOCK_STREAM)
+        probe.settimeout(2.0)
+        try:
+            probe.connect(self._address(owner))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return True
+        except OSError:
+            return False
+        finally:
+            probe.close()
+        return False
+
     def _sweep_dead_owners(self) -> None:
         for owner in self._registry.owners():
-            if owner == self._owner:
-                continue
-            probe = gevent.socket.socket(std_socket.AF_UNIX, std_socket.SOCK_STREAM)
-            probe.settimeout(2.0)
-            try:
-                probe.connect(self._address(owner))
-            except (ConnectionRefusedError, FileNotFoundError):
-                # Nobody listens there any more: the process is gone.
+            if owner != self._owner and self._refuses(owner):
                 self._registry.remove(owner)
-            except OSError:
-                # Busy (backlog full, slow): alive, leave it alone.
-                pass
-            finally:
-                probe.close()
 
     def _refresh(self) -> None:
         """Bring the routing tables up to date with the registry (one memory read if current)."""
@@ -519,6 +524,8 @@ class LocalBus(Bus):
     def _send(
         self, exchange: str, routing_key: str, body: bytes, confirm: bool, timeout: float
     ) -> None:
+        if len(body) > _MAX_FRAME_BYTES - 65536:
+            raise BusError(f"a {len(body)}-byte message is too large for the bus")
         deadline = time.monotonic() + timeout
         while True:
             written = self._send_once(exchange, routing_key, body, confirm, deadline)
@@ -572,7 +579,11 @@ class LocalBus(Bus):
     def _peer_gone(self, peer: _Peer) -> None:
         if self._peers.get(peer.owner) is peer:
             del self._peers[peer.owner]
-        if not self._closed:
+        if self._closed:
+            return
+        # A broken connection is not proof of death: forget the bindings of a process only
+        # when its address refuses us, or every process would stop routing to a live one.
+        if self._refuses(peer.owner):
             self._registry.remove(peer.owner)
 
     # --- receiving -------------------------------------------------------------------------
@@ -620,6 +631,8 @@ class LocalBus(Bus):
                 available = len(buffer)
                 while available - position >= 4:
                     (length,) = unpack_length(buffer, position)
+                    if length > _MAX_FRAME_BYTES:
+                        raise ValueError(f"frame of {length} bytes")
                     end = position + 4 + length
                     if end > available:
                         break
@@ -638,6 +651,10 @@ class LocalBus(Bus):
                 del buffer[:position]
         except OSError:
             return
+        except (ValueError, struct.error):
+            # Only our own code writes these frames; a broken one means a bug on the other
+            # side. Drop the connection (the sender reconnects, see _peer_gone).
+            log.exception("bus: malformed frame; closing the connection")
         finally:
             conn.close()
 

@@ -213,3 +213,37 @@ def test_a_stopped_process_does_not_stall_publishers(
     finally:
         os.kill(peer.process.pid, signal.SIGCONT)
         peer.stop()
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        bytes.fromhex("00000008") + b"\xff" * 8,  # a header that is not UTF-8
+        b"\\x00\\x00",  # a length prefix of 1.5 GB
+    ],
+)
+def test_a_broken_connection_to_a_live_process_is_not_its_death(
+    local_bus: LocalBus, data_dir: Path, unique: str, garbage: bytes
+) -> None:
+    peer = Peer(
+        "local", data_dir, {"role": "subscribe", "bindings": [["callevt", f"call.*.{unique}"]]}
+    )
+    try:
+        local_bus.publish(_event("CHANNEL_CREATE", unique), confirm=True)
+        assert peer.read()["msg"]["Event-Name"] == "CHANNEL_CREATE"
+        # A malformed frame makes the receiver drop our connection...
+        owner = next(
+            o for o in local_bus._registry.owners() if o.startswith(f"{peer.process.pid}.")
+        )
+        connection = local_bus._peers[owner]
+        assert connection._sock is not None
+        connection._sock.sendall(garbage)
+        gevent.sleep(0.3)
+        # ...which the next write finds broken; yet the receiver's bindings stay, and the
+        # (confirmed, so retried) message reaches it over a new connection.
+        local_bus.publish(_event("CHANNEL_ANSWER", unique), confirm=True)
+        assert peer.read()["msg"]["Event-Name"] == "CHANNEL_ANSWER"
+        assert local_bus._peers[owner] is not connection
+        assert owner in local_bus._registry.owners()
+    finally:
+        peer.stop()
