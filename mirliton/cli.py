@@ -161,7 +161,8 @@ def _register_subcommands() -> None:
     import importlib
 
     for module, attr in (("mirliton.cli_account", "account"), ("mirliton.cli_device", "device"),
-                         ("mirliton.cli_registrations", "registrations")):
+                         ("mirliton.cli_registrations", "registrations"),
+                         ("mirliton.cli_calls", "calls")):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as err:
