@@ -33,6 +33,10 @@ D, I, J, K are zero over reliable transports):
     K  wait time for response retransmits  T4 for UDP, 0 for reliable
     L  (RFC 6026) wait time for accepted INVITE request retransmits  64*T1
     M  (RFC 6026) wait time for retransmission of 2xx to INVITE      64*T1
+
+With ``tu_guards`` (default) server transactions also run C (INVITE: 408 when the TU stays
+silent that long after its last provisional) and F (non-INVITE: dropped after 64*T1 without a
+final response), so a TU that never answers cannot leak transactions.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from dataclasses import dataclass, field
 
 from protocols.sip.errors import SipParseError
 from protocols.sip.headers import Via
-from protocols.sip.message import Message, Request, Response, make_response
+from protocols.sip.message import Message, Request, Response, generate_tag, make_response
 
 __all__ = [
     "MAGIC_COOKIE",
@@ -192,8 +196,11 @@ class StrayResponse:
 
 @dataclass(frozen=True, slots=True)
 class TransactionTimeout:
-    """Timer B/F (no final response: treat as 408), Timer H (no ACK for our final response), or
-    Timer C (no final response minutes after a provisional: the layer has sent a CANCEL)."""
+    """Client side: Timer B/F (no final response: treat as 408), or Timer C (no final response
+    minutes after a provisional: the layer has sent a CANCEL). Server side: Timer H (no ACK for
+    our final response), or with ``tu_guards`` Timer F (the TU never answered a non-INVITE:
+    the transaction is dropped) and Timer C (the TU never answered an INVITE: the layer sent
+    408)."""
 
     transaction: Transaction
     timer: str
@@ -387,6 +394,7 @@ class TransactionLayer:
         symmetric_responses: bool = True,
         answer_cancel: bool = True,
         stamp_received: bool = True,
+        tu_guards: bool = True,
     ) -> None:
         self.timers = timers or TimerConfig()
         # RFC 3261 17.2.1: a 100 Trying unless the TU answers within 200 ms; sans-I/O we cannot
@@ -398,6 +406,11 @@ class TransactionLayer:
         self.answer_cancel = answer_cancel
         # Add received/rport to the top Via of requests we receive (see stamp_via).
         self.stamp_received = stamp_received
+        # Server transactions whose TU never answers would live forever (a crashed handler, a
+        # lost bus reply). With guards on, a non-INVITE gets no more than 64*T1 (the client's
+        # Timer F has long fired) and an INVITE no more than Timer C after the last
+        # provisional, after which the layer answers 408 itself.
+        self.tu_guards = tu_guards
         self._client: dict[tuple[str, ...], ClientTransaction] = {}
         self._server: dict[tuple[str, ...], ServerTransaction] = {}
         self._events: deque[Event] = deque()
@@ -540,7 +553,11 @@ class TransactionLayer:
         self._emit(transaction, response)
         if status < 200:
             transaction.state = TransactionState.PROCEEDING
+            if "C" in transaction.timers and self.timers.timer_c is not None:
+                self._schedule(transaction, "C", now + self.timers.timer_c)
             return
+        self._cancel_timer(transaction, "C")
+        self._cancel_timer(transaction, "F")
         if transaction.is_invite:
             if status < 300:
                 # RFC 6026 7.1: Accepted; the 2xx is retransmitted by the TU (dialog), not us.
@@ -741,6 +758,11 @@ class TransactionLayer:
         if request.method == "CANCEL":
             self._receive_cancel(request, transaction, now)
             return
+        if self.tu_guards:
+            if not invite:
+                self._schedule(transaction, "F", now + self.timers.timeout)
+            elif self.timers.timer_c is not None:
+                self._schedule(transaction, "C", now + self.timers.timer_c)
         if invite and self.auto_trying:
             self.respond(transaction, make_response(request, 100), now)
         self._events.append(RequestReceived(request, transaction, source, transport))
@@ -834,6 +856,14 @@ class TransactionLayer:
                 interval = min(interval * 2, timers.t2)
             transaction.intervals[name] = interval
             self._schedule(transaction, name, now + interval)
+            return
+        if name == "C" and isinstance(transaction, ServerTransaction):
+            # The TU never sent a final response (tu_guards): answer 408 on its behalf.
+            self._events.append(TransactionTimeout(transaction, "C"))
+            previous = transaction.last_response
+            to_tag = previous.to.tag if previous is not None and previous.status > 100 else None
+            timeout = make_response(transaction.request, 408, to_tag=to_tag or generate_tag())
+            self.respond(transaction, timeout, now)
             return
         if name == "C":
             # No final response in time: tell the TU, CANCEL, and give the CANCEL/487 exchange

@@ -757,3 +757,47 @@ def test_messages_missing_mandatory_headers_are_dropped_not_raised(missing: str)
     response.headers.remove(missing)
     layer.receive(response, PEER, "UDP", now=0.1)
     assert not any(isinstance(e, ResponseReceived) for e in layer.events())
+
+
+def test_guard_drops_a_non_invite_the_tu_never_answers() -> None:
+    layer = TransactionLayer()
+    options = request("OPTIONS")
+    layer.receive(options, PEER, "UDP", now=0.0)
+    (event,) = layer.events()
+    assert isinstance(event, RequestReceived)
+    assert layer.get_timer() == pytest.approx(64 * T1)
+    layer.handle_timer(64 * T1)
+    timeout, terminated = layer.events()
+    assert isinstance(timeout, TransactionTimeout) and timeout.timer == "F"
+    assert timeout.transaction is event.transaction
+    assert isinstance(terminated, TransactionTerminated)
+    assert layer.server_transactions == [] and sent(layer) == []
+
+
+def test_guard_answers_408_for_an_invite_left_ringing() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    transaction = receive_invite(layer, invite)
+    layer.respond(transaction, make_response(invite, 180, to_tag="ring"), now=10.0)
+    sent(layer)
+    layer.handle_timer(181.0)  # C was re-armed by the 180 at 10 s
+    assert sent(layer) == [] and transaction.state is TransactionState.PROCEEDING
+    layer.handle_timer(191.0)
+    (timeout,) = layer.events()
+    assert isinstance(timeout, TransactionTimeout) and timeout.timer == "C"
+    (out,) = sent(layer)
+    response = parse_message(out.data)
+    assert isinstance(response, Response)
+    assert response.status == 408 and response.to.tag == "ring"
+    assert transaction.state is TransactionState.COMPLETED  # then G/H or the ACK as usual
+
+
+def test_guards_off_and_stopped_by_a_final_response() -> None:
+    unguarded = TransactionLayer(tu_guards=False)
+    unguarded.receive(request("OPTIONS"), PEER, "UDP", now=0.0)
+    assert unguarded.get_timer() is None
+    layer = TransactionLayer()
+    invite = request()
+    transaction = receive_invite(layer, invite)
+    layer.respond(transaction, make_response(invite, 486, to_tag="x"), now=1.0)
+    assert "C" not in transaction.timers
