@@ -248,6 +248,7 @@ class TcpTransport:
         keepalive_interval: float | None = None,
         connect_timeout: float = 5.0,
         backlog: int = 128,
+        max_connections: int = 4096,
         key: str | None = None,
     ) -> None:
         self.key = (key or self.name).upper()
@@ -266,6 +267,10 @@ class TcpTransport:
         # ping us, and get a CRLF pong.
         self.keepalive_interval = keepalive_interval
         self.connect_timeout = connect_timeout
+        # Kazoo's Kamailio: tcp_max_connections 4096. Beyond it new inbound connections are
+        # closed at once, so a connection flood cannot exhaust descriptors and memory.
+        self.max_connections = max_connections
+        self.refused_connections = 0
         self._connections: dict[Address, TcpConnection] = {}
         self._connect_locks: dict[Address, Semaphore] = {}
         self._greenlets: list[gevent.Greenlet] = []
@@ -292,6 +297,13 @@ class TcpTransport:
             except OSError:
                 if self._closed:
                     return
+                continue
+            if len(self._connections) >= self.max_connections:
+                self.refused_connections += 1
+                log.warning(
+                    "TCP connection limit %d reached: closing %s", self.max_connections, peer
+                )
+                sock.close()
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._adopt(sock, (peer[0], peer[1]))

@@ -895,3 +895,21 @@ def test_sipp_load_against_our_uas_leaves_nothing_behind(
     finally:
         sipp.kill()
         uas.close()
+
+
+def test_tcp_connection_limit_closes_new_inbound_connections() -> None:
+    collector = Collector()
+    transport = TcpTransport(LOOPBACK, 0, collector.on_message, max_connections=2).start()
+    clients = [gevent_socket.create_connection(transport.local_address) for _ in range(3)]
+    try:
+        for client in clients[:2]:
+            client.sendall(OPTIONS)
+            collector.messages.get(timeout=5)
+        clients[2].settimeout(5)
+        assert clients[2].recv(16) == b""  # closed by the transport at once
+        assert transport.refused_connections == 1
+        assert len(transport.connections) == 2
+    finally:
+        for client in clients:
+            client.close()
+        transport.close()
