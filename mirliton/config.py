@@ -91,6 +91,8 @@ class EdgeSection(_Section):
     # Answer insane requests 400 (RFC 4475) or drop them silently (Kazoo's
     # SANITY_DROPS_REQUEST).
     sanity_drops: bool = False
+    # Receive buffer of the UDP listeners (bytes; the kernel caps it at net.core.rmem_max).
+    udp_receive_buffer: int = Field(default=4 * 1024 * 1024, ge=0)
 
 
 class RegistrarSection(_Section):

@@ -11,7 +11,7 @@ keep their meaning in a restarted process and on another node.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from protocols.sip import URI, NameAddr, StarContact
@@ -66,7 +66,21 @@ class Binding:
         return max(0, int(round(self.expires_at - now)))
 
     def to_doc(self) -> dict[str, Any]:
-        return asdict(self)
+        # By hand: dataclasses.asdict deep-copies recursively and shows in profiles.
+        return {
+            "uri": self.uri,
+            "contact": self.contact,
+            "expires_at": self.expires_at,
+            "call_id": self.call_id,
+            "cseq": self.cseq,
+            "source_ip": self.source_ip,
+            "source_port": self.source_port,
+            "transport": self.transport,
+            "user_agent": self.user_agent,
+            "registered_at": self.registered_at,
+            "q": self.q,
+            "extra": dict(self.extra),
+        }
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> Binding:

@@ -136,16 +136,15 @@ class CallRelay:
                 method == "INVITE" and request.to.tag is None), toward_phone=True)
             return True
         if top_is_us:
+            # The edge is the phone's first hop: its outbound proxy, or the Record-Route of a
+            # call. Only in-dialog requests to a calls shard go on from here; anything else is
+            # the edge's own business (REGISTER, a new INVITE to authenticate) and goes on with
+            # the Route consumed. The edge relays phones to nowhere but its shards.
             request.headers.remove_first("Route")
             target = self._target(request)
-            if target is None or not self.shards.is_shard_address(target[0]):
-                log.info("%s from %s:%d routed to %s: not a calls shard, refused", method,
-                         *source, request.uri)
-                if method != "ACK":
-                    self._answer(request, source, transport, 404)
+            if target is not None and self.shards.is_shard_address(target[0]):
+                self._forward(request, source, transport, record_route=False, toward_phone=False)
                 return True
-            self._forward(request, source, transport, record_route=False, toward_phone=False)
-            return True
         branch = str(request.via.params.get("branch") or "")
         remembered = self.invites.get(branch) if method in ("INVITE", "ACK", "CANCEL") else None
         if remembered is not None:

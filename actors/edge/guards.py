@@ -64,7 +64,13 @@ def is_scanner(user_agent: str | None, patterns: Sequence[str]) -> bool:
     return any(pattern.lower() in lowered for pattern in patterns)
 
 
+_IPV4_CHARS = frozenset("0123456789.")
+
+
 def is_ip_literal(host: str) -> bool:
+    # Most hosts are domain names: decide those without raising (exceptions are slow).
+    if not host or (":" not in host and not _IPV4_CHARS.issuperset(host)):
+        return False
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:

@@ -33,17 +33,28 @@ MAX_BATCH = 500
 @dataclass(frozen=True)
 class WriteBindings:
     """Replace the document ``doc_id`` with ``doc`` (None deletes it). ``done`` gets True once
-    written, or the StoreError."""
+    written, or the StoreError. ``urgent`` False (a refresh that only moves an expiry) may
+    wait up to ``BindingWriter.behind`` seconds, to share a commit with other writes."""
 
     doc_id: str
     doc: dict[str, Any] | None
+    urgent: bool = True
     done: gevent.event.AsyncResult = field(default_factory=gevent.event.AsyncResult)
 
 
+@dataclass(frozen=True)
+class _FlushBehind:
+    pass
+
+
 class BindingWriter(Actor):
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, behind: float = 0.25) -> None:
         self.store = store
+        self.behind = behind
         self.revs: dict[str, str] = {}
+        # Written behind, with the next batch; one per AOR (the latest), whatever the rate.
+        self.waiting: dict[str, WriteBindings] = {}
+        self._flush_armed = False
 
     def init(self) -> None:
         self.store.create_db(REGISTRATIONS_DB, exist_ok=True)
@@ -57,6 +68,32 @@ class BindingWriter(Actor):
                 batch.append(self.receive(WriteBindings, timeout=0))
             except ReceiveTimeout:
                 break
+        if not any(write.urgent for write in batch):
+            for write in batch:
+                self.waiting[write.doc_id] = write
+            if not self._flush_armed:
+                self._flush_armed = True
+                self.send_after(self.behind, _FlushBehind())
+            return
+        self._commit(batch)
+
+    @on(_FlushBehind)
+    def on_flush_behind(self, _: _FlushBehind) -> None:
+        self._flush_armed = False
+        if self.waiting:
+            self._commit([])
+
+    def terminate(self, reason: Any) -> None:
+        if self.waiting:
+            try:
+                self._commit([])
+            except StoreError:
+                pass
+
+    def _commit(self, batch: list[WriteBindings]) -> None:
+        # Writes held behind go first: a later write of the same AOR in ``batch`` wins.
+        batch = [*self.waiting.values(), *batch]
+        self.waiting = {}
         # Several writes of one AOR in a batch: the last one is what the AOR holds now.
         latest: dict[str, WriteBindings] = {}
         for write in batch:

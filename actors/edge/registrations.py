@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import gevent
+
 from actors.edge.bindings import (
     Binding,
     RegisterOutcome,
@@ -34,6 +36,7 @@ from actors.kernel import (
     ActorDead,
     ActorRef,
     CallTimeout,
+    ReceiveTimeout,
     current_call_id,
     on,
     register,
@@ -56,6 +59,7 @@ __all__ = [
     "RegistrationSupervisor",
     "SaveRegistration",
     "aor_actor_name",
+    "dispatch_registration",
     "binding_fields",
     "registration_actors",
     "save_registration",
@@ -146,6 +150,7 @@ class RegistrationActor(Actor):
         self.bindings: dict[str, Binding] = {}
         self.meta: dict[str, Any] = {}
         self._timer: Any = None
+        self._timer_due = 0.0
 
     def init(self) -> None:
         # A second actor for the same AOR fails here (ValueError): the caller finds the first.
@@ -210,7 +215,10 @@ class RegistrationActor(Actor):
             }
         self.ctx.bindings_changed(len(self.bindings) - before)
         if request.contacts:
-            self._persist()
+            # A new, removed or moved binding is written before the 200 (a restarted edge
+            # must know every phone it accepted); a refresh of an unchanged binding only moves
+            # its expiry and is written behind, in the writer's next batch.
+            self._persist(wait=outcome.changed)
         response = make_response(request, 200, "OK", to_tag=generate_tag())
         for binding in self.bindings.values():
             response.headers.add("Contact", f"<{binding.uri}>;expires={binding.remaining(now)}")
@@ -244,6 +252,7 @@ class RegistrationActor(Actor):
     @on(_ExpiryDue)
     def on_expiry(self, _: _ExpiryDue) -> None:
         self._timer = None
+        self._timer_due = 0.0
         now = time.time()
         expired = [uri for uri, b in self.bindings.items() if b.expires_at <= now]
         for uri in expired:
@@ -258,12 +267,15 @@ class RegistrationActor(Actor):
     # -- internals ---------------------------------------------------------------------------
 
     def _arm_timer(self, now: float) -> None:
+        if not self.bindings:
+            return
+        due = min(b.expires_at for b in self.bindings.values())
         if self._timer is not None:
+            if self._timer_due <= due:
+                return  # fires first and re-arms for what is then due (refreshes only delay)
             self.cancel_timer(self._timer)
-            self._timer = None
-        if self.bindings:
-            due = min(b.expires_at for b in self.bindings.values())
-            self._timer = self.send_after(max(0.0, due - now) + 0.01, _ExpiryDue())
+        self._timer_due = due
+        self._timer = self.send_after(max(0.0, due - now) + 0.01, _ExpiryDue())
 
     def _stop_if_empty(self) -> None:
         # Decided after the current call has had its reply (a stop inside a call handler
@@ -273,13 +285,21 @@ class RegistrationActor(Actor):
 
     @on(_StopIfEmpty)
     def on_stop_if_empty(self, _: _StopIfEmpty) -> None:
+        # REGISTERs already queued here are handled first: they may add a binding, and a
+        # REGISTER sent (not called) to an actor that then exits would be lost.
+        while not self.bindings:
+            try:
+                pending = self.receive(SaveRegistration, timeout=0)
+            except ReceiveTimeout:
+                break
+            self.on_save(pending)
         if not self.bindings:
             # Unregister first: a REGISTER arriving from now on starts a fresh actor, and
             # one already queued here fails its call with ActorDead and is retried there.
             unregister(aor_actor_name(self.aor))
             self.stop()
 
-    def _persist(self) -> None:
+    def _persist(self, wait: bool = True) -> None:
         username, _, realm = self.aor.partition("@")
         doc: dict[str, Any] | None = None
         if self.bindings:
@@ -292,12 +312,14 @@ class RegistrationActor(Actor):
                 "custom_channel_vars": self.meta.get("custom_channel_vars") or {},
                 "bindings": [b.to_doc() for b in self.bindings.values()],
             }
-        write = WriteBindings(self.doc_id, doc)
+        write = WriteBindings(self.doc_id, doc, urgent=wait)
         writer = whereis(WRITER_NAME)
         if writer is None:
             log.error("AOR %s: no binding writer, change not persisted", self.aor)
             return
         writer.send(write)
+        if not wait:
+            return
         try:
             write.done.get(timeout=10.0)
         except Exception as error:  # noqa: BLE001 - availability first: the phone stays registered
@@ -329,7 +351,7 @@ class RegistrationActor(Actor):
                     "Proxy-Path": self.ctx.proxy_uri or None,
                     "Proxy-Protocol": binding.transport.lower(),
                     "Custom-Channel-Vars": ccvs or None,
-                }))
+                }), validate=False)  # built (and validated) just above
             except BusError as error:
                 log.warning("reg_success for %s not published: %s", self.aor, error)
 
@@ -369,6 +391,16 @@ class RegistrationSupervisor(Supervisor):
         if docs:
             log.info("restored %d registration(s) of %d stored", restored, len(docs))
         self._changed()
+
+
+def dispatch_registration(ctx: EdgeContext, save: SaveRegistration, aor: str) -> None:
+    """Hand an authenticated REGISTER to its AOR's actor, which answers it. Never blocks: an
+    AOR without an actor gets one started from a greenlet of its own."""
+    ref = whereis(aor_actor_name(aor))
+    if ref is not None:
+        ref.send(save)
+        return
+    gevent.spawn(save_registration, ctx, save, aor)
 
 
 def save_registration(ctx: EdgeContext, save: SaveRegistration, aor: str) -> None:

@@ -28,18 +28,20 @@ from __future__ import annotations
 
 import logging
 import secrets
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
+import gevent
 import gevent.pool
 
 from actors.edge.bindings import aor_key
 from actors.edge.context import EdgeContext
 from actors.edge.credentials import Credentials, ask_registrar
 from actors.edge.guards import has_ip_literal_domain, is_scanner
-from actors.edge.metrics import AUTH_FAILURES, DROPPED, count_request, count_response
-from actors.edge.registrations import SaveRegistration, save_registration
+from actors.edge.metrics import AUTH_FAILURES, DROPPED, count_request, count_response, flush_counts
+from actors.edge.registrations import SaveRegistration, dispatch_registration
 from actors.kernel import Actor, current_call_id
 from bus import BusError, RequestTimeout
 from mirliton.config import parse_hostport
@@ -85,6 +87,8 @@ ACCEPTED_BODY_TYPES = (
 )
 # Requests authenticated at once; beyond that a REGISTER is dropped (its phone retries).
 MAX_PENDING_AUTH = 2000
+# The listener lets the other greenlets run after this many messages in a row.
+YIELD_EVERY = 4
 
 
 def parse_listen(entry: str) -> tuple[str, str, int]:
@@ -164,6 +168,8 @@ class EdgeSipActor(Actor):
         # Unknown users are verified against a random password: the same work and the same
         # answers as a known user with a wrong one (no enumeration, even by timing).
         self._decoy_password = secrets.token_hex(16)
+        self._since_yield = 0
+        self._overload_logged = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -181,8 +187,10 @@ class EdgeSipActor(Actor):
                 key = kind if kinds[kind] == 1 else f"{kind}:{port}"
                 transport: SipTransport
                 if kind == "UDP":
-                    transport = UdpTransport(host, port, self._on_message,
-                                             on_parse_error=self._on_parse_error, key=key).start()
+                    udp = UdpTransport(host, port, self._on_message,
+                                       on_parse_error=self._on_parse_error, key=key)
+                    _enlarge_receive_buffer(udp, self.cfg.udp_receive_buffer)
+                    transport = udp.start()
                 else:
                     transport = TcpTransport(host, port, self._on_message,
                                              on_parse_error=self._on_parse_error, key=key).start()
@@ -198,8 +206,16 @@ class EdgeSipActor(Actor):
         host = first[0] if first[0] not in ("0.0.0.0", "::") else "127.0.0.1"
         self.ctx.proxy_uri = f"sip:{host}:{first[1]}"
         self.ctx.runner = self.runner
+        self._flusher = gevent.spawn(self._flush_metrics)
+
+    def _flush_metrics(self) -> None:
+        while True:
+            gevent.sleep(1.0)
+            flush_counts()
 
     def terminate(self, reason: Any) -> None:
+        self._flusher.kill(block=False)
+        flush_counts()
         if self.ctx.runner is self.runner:
             self.ctx.runner = None
         self.runner.stop()
@@ -224,6 +240,13 @@ class EdgeSipActor(Actor):
         self._send_stateless(response, source, transport)
 
     def _on_message(self, message: Message, source: tuple[str, int], transport: SipTransport) -> None:
+        # A gevent socket with datagrams queued never yields on recvfrom: under load the
+        # reader would starve the authentication greenlets and registration actors it feeds,
+        # so it steps aside every few messages.
+        self._since_yield += 1
+        if self._since_yield >= YIELD_EVERY:
+            self._since_yield = 0
+            gevent.sleep(0)
         if not isinstance(message, Request):
             # Responses: the edge has no client transactions yet; the layer drops strays.
             self.runner.on_message(message, source, transport)
@@ -340,7 +363,7 @@ class EdgeSipActor(Actor):
 
     def _on_register(self, event: RequestReceived, trusted: bool) -> None:
         if trusted:
-            self.pool.spawn(self._save, event, None)
+            self._save(event, None)
             return
         self._authenticate_then(event, proxy=False, then=self._save)
 
@@ -360,7 +383,7 @@ class EdgeSipActor(Actor):
             transport=event.transport.partition(":")[0],
             credentials=credentials,
         )
-        save_registration(self.ctx, save, aor)
+        dispatch_registration(self.ctx, save, aor)
 
     # -- authentication ----------------------------------------------------------------------
 
@@ -398,80 +421,98 @@ class EdgeSipActor(Actor):
         proxy: bool,
         then: Callable[[RequestReceived, Credentials | None], None],
     ) -> None:
+        """Digest authentication, then ``then(event, credentials)``. With the user's
+        credentials cached this runs to the end here, in the listener's greenlet; otherwise
+        a greenlet of the bounded pool asks the registrar over the bus first."""
         request = event.request
         realm = self._realm(request, proxy)
         credentials = self._credentials(request, proxy, realm)
         if credentials is None:
             self._challenge(event, realm, proxy)
             return
+        lockout_key = (credentials.username.lower(), event.source[0], event.source[1])
+        monotonic = time.monotonic()
+        if self.ctx.lockout.locked(lockout_key, monotonic):
+            self._locked_out(event, credentials.username)
+            return
+        known = self.ctx.credentials.get(realm, credentials.username, monotonic)
+        if known is not None:
+            self._verify(event, credentials, realm, proxy, then, known, lockout_key)
+            return
         if self.pool.full():
             DROPPED.labels(reason="overload").inc()
-            log.warning("%s from %s:%d dropped: %d authentications pending", request.method,
-                        *event.source, MAX_PENDING_AUTH)
+            if monotonic - self._overload_logged > 1.0:  # one line per second, not per drop
+                self._overload_logged = monotonic
+                log.warning("%s from %s:%d dropped: %d authentications pending", request.method,
+                            *event.source, MAX_PENDING_AUTH)
             self.ctx.abandon(event.transaction)
             return
-        self.pool.spawn(self._authenticate, event, credentials, realm, proxy, then)
+        self.pool.spawn(self._ask_then_verify, event, credentials, realm, proxy, then, lockout_key)
 
-    def _authenticate(
+    def _ask_then_verify(
         self,
         event: RequestReceived,
         credentials: DigestCredentials,
         realm: str,
         proxy: bool,
         then: Callable[[RequestReceived, Credentials | None], None],
+        lockout_key: tuple[str, str, int],
     ) -> None:
         request = event.request
         current_call_id.set(request.call_id)
         ctx = self.ctx
-        cfg = self.cfg
         username = credentials.username
-        lockout_key = (username.lower(), event.source[0], event.source[1])
         monotonic = time.monotonic()
-        if ctx.lockout.locked(lockout_key, monotonic):
-            self._locked_out(event, username)
+        try:
+            known = ask_registrar(
+                ctx.bus,
+                realm=realm,
+                username=username,
+                method=request.method,
+                now=monotonic,
+                ttl=ctx.credentials.lifetime(True),
+                negative_ttl=ctx.credentials.lifetime(False),
+                timeout=self.cfg.authn_timeout,
+                request_fields={
+                    "From": str(request.from_),
+                    "To": str(request.to),
+                    "Orig-IP": event.source[0],
+                    "Orig-Port": event.source[1],
+                    "Call-ID": request.call_id,
+                    "Auth-Nonce": credentials.nonce,
+                    "User-Agent": request.headers.get("user-agent"),
+                    "Contact": request.headers.get("contact"),
+                },
+            )
+        except (RequestTimeout, BusError) as error:
+            # Kazoo: no answer from the registrar in 2.5 s drops a REGISTER (the phone
+            # retries) and refuses anything else.
+            log.warning("%s from %s:%d: no credentials for %s@%s (%s)", request.method,
+                        *event.source, username, realm, error)
+            if request.method == "REGISTER":
+                DROPPED.labels(reason="authn_timeout").inc()
+                ctx.abandon(event.transaction)
+            else:
+                self._answer(event, 403)
             return
-        known = ctx.credentials.get(realm, username, monotonic)
-        if known is None:
-            try:
-                known = ask_registrar(
-                    ctx.bus,
-                    realm=realm,
-                    username=username,
-                    method=request.method,
-                    now=monotonic,
-                    ttl=ctx.credentials.lifetime(True),
-                    negative_ttl=ctx.credentials.lifetime(False),
-                    timeout=cfg.authn_timeout,
-                    request_fields={
-                        "From": str(request.from_),
-                        "To": str(request.to),
-                        "Orig-IP": event.source[0],
-                        "Orig-Port": event.source[1],
-                        "Call-ID": request.call_id,
-                        "Auth-Nonce": credentials.nonce,
-                        "User-Agent": request.headers.get("user-agent"),
-                        "Contact": request.headers.get("contact"),
-                    },
-                )
-            except (RequestTimeout, BusError) as error:
-                # Kazoo: no answer from the registrar in 2.5 s drops a REGISTER (the phone
-                # retries) and refuses anything else.
-                log.warning("%s from %s:%d: no credentials for %s@%s (%s)", request.method,
-                            *event.source, username, realm, error)
-                if request.method == "REGISTER":
-                    DROPPED.labels(reason="authn_timeout").inc()
-                    ctx.abandon(event.transaction)
-                else:
-                    self._answer(event, 403)
-                return
-            ctx.credentials.put(known)
+        ctx.credentials.put(known)
+        self._verify(event, credentials, realm, proxy, then, known, lockout_key)
+
+    def _verify(
+        self,
+        event: RequestReceived,
+        credentials: DigestCredentials,
+        realm: str,
+        proxy: bool,
+        then: Callable[[RequestReceived, Credentials | None], None],
+        known: Credentials,
+        lockout_key: tuple[str, str, int],
+    ) -> None:
+        request = event.request
+        ctx = self.ctx
         password = known.password if known.password is not None else self._decoy_password
         verdict = ctx.digest.verify(
-            credentials,
-            method=request.method,
-            now=time.time(),
-            password=password,
-            realm=realm,
+            credentials, method=request.method, now=time.time(), password=password, realm=realm
         )
         if verdict.ok and known.known:
             ctx.lockout.clear(lockout_key)
@@ -483,9 +524,9 @@ class EdgeSipActor(Actor):
         if verdict.outcome in (DigestOutcome.WRONG_RESPONSE, DigestOutcome.OK):
             AUTH_FAILURES.inc()
             log.info("%s from %s:%d: authentication of %s@%s failed", request.method,
-                     *event.source, username, realm)
+                     *event.source, credentials.username, realm)
             if ctx.lockout.record_failure(lockout_key, time.monotonic()):
-                self._locked_out(event, username)
+                self._locked_out(event, credentials.username)
                 return
         else:
             log.info("%s from %s:%d: credentials refused (%s)", request.method, *event.source,
@@ -496,6 +537,20 @@ class EdgeSipActor(Actor):
         log.warning("%s from %s:%d: %s locked out after %d failed authentications",
                     event.request.method, *event.source, username, self.cfg.auth_failures)
         self._answer(event, 403, "Forbidden", (("Retry-After", str(self.cfg.lockout_retry_after)),))
+
+
+def _enlarge_receive_buffer(transport: UdpTransport, size: int) -> None:
+    """A burst of REGISTERs (phones re-registering after an outage) must wait in the socket,
+    not be dropped by the kernel: the default UDP receive buffer holds only ~100 datagrams.
+    The adapter does not expose its socket, hence the private attribute; the kernel caps the
+    size at net.core.rmem_max."""
+    sock = getattr(transport, "_socket", None)
+    if sock is None or size <= 0:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    except OSError as error:
+        log.warning("cannot set the UDP receive buffer to %d bytes: %s", size, error)
 
 
 def _header_key(line: bytes) -> str | None:

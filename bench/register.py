@@ -1,0 +1,251 @@
+"""Digest REGISTER load through the edge of a real node, driven by SIPp.
+
+    python bench/register.py [--json] [--duration 30] [--processes 4] [--runs 3]
+                             [--rates 500,750,1000,1250,1500,2000] [--search-duration 10]
+
+A node with the registrar and edge roles runs on the embedded defaults (local bus, embedded
+store) in a temporary data dir. Each SIPp process (bench/sipp/reg_uac.xml) registers one
+device of its own (SIPp 3.6 takes one credential per process, -au/-ap): REGISTER -> 401 ->
+REGISTER with digest -> 200, a new Call-ID per registration, every registration written
+through to the store before its 200. The load comes from 127.0.0.1 and is NOT trusted: it is
+challenged and authenticated like any phone; the per-source flood limit is raised
+(``edge.flood_requests``) since every SIPp process shares one source address.
+
+The search: each rate of ``--rates`` (total registrations per second, split evenly over the
+processes) runs ``--search-duration`` seconds, ascending, until one has a failure (a failed or
+unfinished call); then the highest clean rate runs ``--duration`` seconds ``--runs`` times (a
+failing confirmation steps down a rate). Reported: that rate, the registrations per second
+achieved, and p50/p99 of the registration time (first REGISTER sent to 200 received), medians
+over the runs. With ``--json`` the last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIO = ROOT / "bench" / "sipp" / "reg_uac.xml"
+REALM = "bench.example.com"
+
+
+def _free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _free_sip_port() -> int:
+    while True:
+        port = _free_port()
+        with socket.socket() as tcp:
+            try:
+                tcp.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+
+
+class BenchNode:
+    def __init__(self, workdir: Path, processes: int) -> None:
+        self.data_dir = workdir / "node"
+        self.sip_port = _free_sip_port()
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "MIRLITON_NODE__ROLES": json.dumps(["registrar", "edge"]),
+            "MIRLITON_NODE__NAME": "bench",
+            "MIRLITON_OPS__LISTEN": f"127.0.0.1:{_free_port(socket.SOCK_STREAM)}",
+            "MIRLITON_SIP__LISTEN": json.dumps([f"udp:127.0.0.1:{self.sip_port}"]),
+            # One source address for every SIPp process: the per-IP flood limit is raised.
+            "MIRLITON_EDGE__FLOOD_REQUESTS": "1000000",
+            "MIRLITON_LOG__LEVEL": "WARNING",
+        }
+        self.users = {f"{5000 + i}": f"bench-secret-{5000 + i}" for i in range(processes)}
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "mirliton", *args, "--data-dir", str(self.data_dir)],
+                              env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+        if done.returncode != 0:
+            raise RuntimeError(f"mirliton {' '.join(args)}: {done.stdout}{done.stderr}")
+        return done.stdout
+
+    def start(self) -> None:
+        self.cli("start", "--detach")
+        account = json.loads(self.cli("account", "create", "--name", "Bench", "--realm", REALM,
+                                      "--username", "admin", "--password", "bench-admin", "--json"))
+        for user, password in self.users.items():
+            self.cli("device", "create", "--account", account["account_id"], "--name", user,
+                     "--username", user, "--password", password, "--json")
+
+    def stop(self) -> None:
+        try:
+            self.cli("stop")
+        except RuntimeError:
+            pass
+
+
+def run_load(node: BenchNode, rate: float, duration: float, workdir: Path) -> dict[str, Any]:
+    """All SIPp processes at ``rate`` registrations/s in total for ``duration`` seconds."""
+    users = list(node.users.items())
+    per_process = rate / len(users)
+    calls = max(1, int(per_process * duration))
+    procs = []
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
+    for index, (user, password) in enumerate(users):
+        out_dir = run_dir / f"sipp-{index}"
+        out_dir.mkdir()
+        scenario = out_dir / "reg_uac.xml"
+        shutil.copy(SCENARIO, scenario)
+        args = [
+            "sipp", f"127.0.0.1:{node.sip_port}", "-sf", str(scenario),
+            "-i", "127.0.0.1", "-p", str(_free_sip_port()),
+            "-s", user, "-au", user, "-ap", password, "-key", "domain", REALM,
+            "-r", f"{per_process:.3f}", "-rp", "1000", "-m", str(calls), "-l", str(max(50, int(per_process * 5))),
+            "-default_behaviors", "none", "-nostdin", "-timeout", f"{duration + 30:.0f}s",
+            "-recv_timeout", "5000", "-trace_stat", "-fd", "1", "-stf", str(out_dir / "stat.csv"),
+            "-trace_rtt", "-rtt_freq", "1", "-trace_err", "-max_recv_loops", "10000",
+        ]
+        procs.append((subprocess.Popen(args, cwd=out_dir, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE), out_dir))
+    started = time.monotonic()
+    for proc, _ in procs:
+        try:
+            proc.wait(timeout=duration + 60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    elapsed = time.monotonic() - started
+    successful = failed = 0
+    rtts: list[float] = []
+    for _, out_dir in procs:
+        stat = _last_stat_row(out_dir / "stat.csv")
+        successful += int(stat.get("SuccessfulCall(C)", 0))
+        failed += int(stat.get("FailedCall(C)", 0))
+        for path in out_dir.glob("*_rtt.csv"):
+            with path.open() as f:
+                for row in csv.reader(f, delimiter=";"):
+                    if len(row) >= 3 and row[2].strip() == "1":
+                        try:
+                            rtts.append(float(row[1]))
+                        except ValueError:
+                            continue
+    expected = calls * len(users)
+    rtts.sort()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return {
+        "rate": rate,
+        "duration_s": duration,
+        "expected": expected,
+        "successful": successful,
+        "failed": failed + max(0, expected - successful - failed),
+        "registrations_per_s": successful / elapsed if elapsed else 0.0,
+        "p50_ms": _percentile(rtts, 0.50),
+        "p99_ms": _percentile(rtts, 0.99),
+    }
+
+
+def _last_stat_row(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    with path.open() as f:
+        rows = list(csv.reader(f, delimiter=";"))
+    if len(rows) < 2:
+        return {}
+    return dict(zip(rows[0], rows[-1], strict=False))
+
+
+def _percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    index = min(len(values) - 1, max(0, int(round(fraction * len(values))) - 1))
+    return round(values[index], 2)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--search-duration", type=float, default=10.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--rates", default="500,750,1000,1250,1500,1750,2000")
+    args = parser.parse_args()
+    if shutil.which("sipp") is None:
+        print("sipp is not installed (apt-get install sip-tester)", file=sys.stderr)
+        return 2
+    rates = sorted(float(r) for r in args.rates.split(","))
+    workdir = Path(tempfile.mkdtemp(prefix="mirliton-bench-register-"))
+    node = BenchNode(workdir, args.processes)
+    node.start()
+    search: list[dict[str, Any]] = []
+    confirmations: list[dict[str, Any]] = []
+    try:
+        run_load(node, rates[0] / 2, 3.0, workdir)  # warm-up: caches, AOR actors, store
+        clean = [r for r in rates[:0]]
+        for rate in rates:
+            result = run_load(node, rate, args.search_duration, workdir)
+            search.append(result)
+            print(f"search {rate:.0f}/s: {result['successful']} ok, {result['failed']} failed, "
+                  f"p99 {result['p99_ms']} ms", file=sys.stderr)
+            if result["failed"]:
+                break
+            clean.append(rate)
+        candidates = sorted(clean, reverse=True)
+        for rate in candidates:
+            confirmations = []
+            for _ in range(args.runs):
+                result = run_load(node, rate, args.duration, workdir)
+                confirmations.append(result)
+                print(f"run {rate:.0f}/s for {args.duration:.0f}s: {result['successful']} ok, "
+                      f"{result['failed']} failed, {result['registrations_per_s']:.0f}/s, "
+                      f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms", file=sys.stderr)
+                if result["failed"]:
+                    break
+            if all(not r["failed"] for r in confirmations) and len(confirmations) == args.runs:
+                break
+        else:
+            confirmations = []
+    finally:
+        node.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    ok = bool(confirmations)
+
+    def median(key: str) -> float | None:
+        values = [r[key] for r in confirmations if r.get(key) is not None]
+        return round(statistics.median(values), 2) if values else None
+
+    summary = {
+        "benchmark": "register",
+        "source": "untrusted (digest on every registration); edge.flood_requests raised to 1000000",
+        "sipp_processes": args.processes,
+        "duration_s": args.duration,
+        "runs": len(confirmations),
+        "max_clean_rate_per_s": confirmations[0]["rate"] if ok else 0,
+        "registrations_per_s": median("registrations_per_s"),
+        "p50_ms": median("p50_ms"),
+        "p99_ms": median("p99_ms"),
+        "failed": sum(r["failed"] for r in confirmations),
+        "search": [{k: r[k] for k in ("rate", "successful", "failed", "p99_ms")} for r in search],
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for key, value in summary.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
