@@ -29,6 +29,7 @@ from actors.crossbar.errors import (
     UnsupportedMediaType,
 )
 from actors.crossbar.live import LiveAnswer, LiveQueries
+from actors.crossbar.schemas import document_schema
 from actors.crossbar.service import (
     ACCOUNT_RESOURCES,
     CrossbarService,
@@ -41,10 +42,8 @@ from actors.crossbar.service import (
 __all__ = ["Api", "Operation", "RouteSpec", "build_routes"]
 
 MAX_JSON_BYTES = 1024 * 1024
-MEDIA_TYPES = (
-    "audio/mp3", "audio/mpeg", "audio/mpeg3", "audio/x-wav", "audio/wav", "audio/ogg",
-    "video/x-flv", "video/h264", "video/mpeg", "video/quicktime", "video/mp4", "video/webm",
-)
+# What a media upload may be: the media schema's content types (so a stored upload always fits it).
+MEDIA_TYPES: tuple[str, ...] = tuple(document_schema("media")["properties"]["content_type"]["enum"])
 
 
 @dataclass(frozen=True)
