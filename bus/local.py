@@ -368,12 +368,10 @@ class _Peer:
 
     def _gone(self) -> None:
         self.dead = True
-        lost = len(self._out)
+        unsent = list(self._out)
         self._out.clear()
         self._progress.set()
-        if lost:
-            metrics.DROPPED.labels("peer_gone").inc(lost)
-        self.bus._peer_gone(self)
+        self.bus._peer_gone(self, unsent)
 
     def flush(self, timeout: float) -> None:
         self.wait_written(self._enqueued, time.monotonic() + timeout)
@@ -576,14 +574,24 @@ class LocalBus(Bus):
             delivered = peer.wait_written(sequence, deadline) or delivered
         return delivered
 
-    def _peer_gone(self, peer: _Peer) -> None:
+    def _peer_gone(self, peer: _Peer, unsent: list[bytes]) -> None:
         if self._peers.get(peer.owner) is peer:
             del self._peers[peer.owner]
-        if self._closed:
+        if not self._closed and not self._refuses(peer.owner):
+            # A broken connection is not proof of death: the frames not yet written go out
+            # on a new connection (a confirmed publish in flight retries on its own).
+            if unsent:
+                replacement = self._peers.get(peer.owner)
+                if replacement is None or replacement.dead:
+                    replacement = self._peers[peer.owner] = _Peer(self, peer.owner)
+                for frame in unsent:
+                    replacement.send(frame)
             return
-        # A broken connection is not proof of death: forget the bindings of a process only
-        # when its address refuses us, or every process would stop routing to a live one.
-        if self._refuses(peer.owner):
+        if unsent:
+            metrics.DROPPED.labels("peer_gone").inc(len(unsent))
+        if not self._closed:
+            # Forget the bindings of a process only when its address refuses us, or every
+            # process would stop routing to a live one.
             self._registry.remove(peer.owner)
 
     # --- receiving -------------------------------------------------------------------------
