@@ -196,3 +196,21 @@ def test_a_supervisor_restarts_a_crashed_listener(
     assert "boom" in children()[0]["last_exit"]
     assert request("c2", 5)["Method"] == "park"
     supervisor.stop()
+
+
+def test_listener_targeted_responders_and_stop(make_bus: Callable[..., Bus], unique: str) -> None:
+    app, call_control = make_bus("app"), make_bus("ecallmgr")
+    wins: list[str] = []
+    listener = Listener(
+        app,
+        bindings=[],
+        responders={("dialplan", "route_win"): lambda m, d: wins.append(m["Call-ID"])},
+        targeted=True,
+    ).start()
+    win = route.route_win.build(call_id=unique, control_queue="ctl")
+    call_control.publish(win, routing_key=app.server_id)
+    _wait_for(lambda: wins == [unique])
+    listener.stop()
+    call_control.publish(win, routing_key=app.server_id)
+    gevent.sleep(0.3)
+    assert wins == [unique]
