@@ -256,6 +256,7 @@ class RegistrationActor(Actor):
         now = time.time()
         expired = [uri for uri, b in self.bindings.items() if b.expires_at <= now]
         for uri in expired:
+            current_call_id.set(self.bindings[uri].call_id)  # the REGISTER that made it
             log.info("AOR %s: binding %s expired", self.aor, uri)
             del self.bindings[uri]
         if expired:

@@ -289,3 +289,37 @@ def test_registrations_cli_human_output(edge: EdgeNode) -> None:
     assert f"1006@{REALM}" in out and "expires=" in out
     rows = json.loads(edge.node.cli("registrations", "--json", "--realm", REALM).stdout)
     assert all(row["aor"].endswith("@" + REALM) for row in rows) and rows
+
+
+def test_log_lines_about_a_registration_carry_its_call_id(edge: EdgeNode) -> None:
+    with SipProbe(edge.edge) as probe:
+        request = probe.register("1006", REALM, contact="<sip:1006@10.9.9.9:5060>")
+        challenge = probe.exchange(request)
+        assert challenge is not None and challenge.status == 401
+        answer = probe.exchange(retry_with_credentials(request, challenge,
+                                                       DigestClient("1006", USERS["1006"])))
+        assert answer is not None and answer.status == 200
+    lines = wait_until(
+        lambda: [line for line in edge.node.log_text().splitlines()
+                 if "REGISTER 1006@" in line and "10.9.9.9" not in line and request.call_id in line],
+        timeout=10, what="the registration's log line")
+    assert all(f"call_id={request.call_id}" in line for line in lines)
+
+
+def test_device_create_refuses_duplicates_and_unknown_accounts(edge: EdgeNode) -> None:
+    duplicate = edge.node.cli("device", "create", "--account", edge.account_id, "--name", "again",
+                              "--username", "1000", "--password", "whatever1", "--json",
+                              check=False)
+    assert duplicate.returncode == 1
+    assert json.loads(duplicate.stdout)["error"] == "validation_failed"
+    unknown = edge.node.cli("device", "create", "--account", "0" * 32, "--name", "x",
+                            "--username", "7777", "--password", "whatever1", "--json", check=False)
+    assert unknown.returncode == 1 and "account_id" in json.loads(unknown.stdout)["errors"]
+    created = json.loads(edge.node.cli("device", "create", "--account", edge.account_id,
+                                       "--name", "new phone", "--username", "1010",
+                                       "--password", "secret-1010", "--json").stdout)
+    assert created["realm"] == REALM and created["username"] == "1010"
+    # Usable at once: the edge had no cached answer for this user.
+    with SipProbe(edge.edge) as probe:
+        _, answer = probe.register_with_password("1010", REALM, "secret-1010")
+        assert answer is not None and answer.status == 200
