@@ -1,0 +1,288 @@
+"""Shared pieces of the call tests: a real node with registrar, edge (dispatching calls),
+callflow, cdr and calls roles; an account with devices, a user and callflows written to the
+store; real pjsua2 phones in helper processes; audio checks by FFT."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import struct
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.foundation.nodeutil import REPO, Node, free_port, wait_until
+
+PHONE = Path(__file__).with_name("phone.py")
+EDGE_ROLE = os.environ.get("MIRLITON_TEST_EDGE_ROLE", "actors.edge.calls_role:CallsEdgeRole")
+ROLES = ["ops", "registrar", EDGE_ROLE, "cdr", "callflow", "calls"]
+
+__all__ = ["PBX", "Phone", "dominant_frequency", "start_pbx", "stop_pbx", "wait_until"]
+
+
+def dominant_frequency(path: Path, skip: float = 0.3) -> tuple[float, float]:
+    """(frequency of the strongest FFT bin in Hz, its share of the spectrum's energy) of a
+    WAV file, ignoring its first ``skip`` seconds."""
+    import numpy as np
+
+    # pjsua's recorder fixes the RIFF sizes only when it is destroyed cleanly; read the
+    # header fields and take everything after the data chunk's header instead.
+    data = path.read_bytes()
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return 0.0, 0.0
+    channels = struct.unpack_from("<H", data, 22)[0]
+    rate = struct.unpack_from("<I", data, 24)[0]
+    width = struct.unpack_from("<H", data, 34)[0] // 8
+    start = data.find(b"data", 12) + 8
+    raw = data[start:]
+    raw = raw[:len(raw) - len(raw) % (width * channels)]
+    dtype = {1: np.int8, 2: np.int16, 4: np.int32}[width]
+    samples = np.frombuffer(raw, dtype=dtype).astype(np.float64)
+    if channels > 1:
+        samples = samples.reshape(-1, channels)[:, 0]
+    samples = samples[int(skip * rate):]
+    if len(samples) < rate // 4:
+        return 0.0, 0.0
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples)))) ** 2
+    spectrum[0] = 0.0
+    peak = int(np.argmax(spectrum))
+    window = spectrum[max(0, peak - 3):peak + 4].sum()
+    total = spectrum.sum() or 1.0
+    return peak * rate / len(samples), float(window / total)
+
+
+@dataclass
+class PBX:
+    node: Node
+    sip_port: int
+    store_url: str
+    realm: str = ""
+    account_id: str = ""
+    devices: dict[str, str] = field(default_factory=dict)  # username -> device id
+    passwords: dict[str, str] = field(default_factory=dict)
+    users: dict[str, str] = field(default_factory=dict)  # name -> user id
+
+    @property
+    def edge(self) -> str:
+        return f"127.0.0.1:{self.sip_port}"
+
+    def store(self) -> Any:
+        from store import open_store
+
+        return open_store(self.store_url, self.node.data_dir)
+
+    def provision(self, realm: str, usernames: list[str]) -> None:
+        account = json.loads(self.node.cli(
+            "account", "create", "--name", f"Account {realm}", "--realm", realm,
+            "--username", "admin", "--password", "admin-secret", "--json").stdout)
+        self.realm, self.account_id = realm, str(account["account_id"])
+        for username in usernames:
+            self.add_device(username)
+
+    def add_device(self, username: str) -> str:
+        password = f"secret-{username}"
+        device = json.loads(self.node.cli(
+            "device", "create", "--account", self.account_id, "--name", f"phone {username}",
+            "--username", username, "--password", password, "--json").stdout)
+        self.devices[username] = str(device["device_id"])
+        self.passwords[username] = password
+        return self.devices[username]
+
+    @property
+    def account_db(self) -> str:
+        from store.kazoo import account_db_name
+
+        return account_db_name(self.account_id)
+
+    def add_user(self, name: str, device_usernames: list[str]) -> str:
+        from store import new_doc_id
+        from store.kazoo import set_pvt_fields
+
+        with self.store() as store:
+            user = set_pvt_fields({"_id": new_doc_id(), "first_name": name, "last_name": "Test",
+                                   "username": name.lower(), "enabled": True},
+                                  "user", self.account_id)
+            store.put(self.account_db, user)
+            for username in device_usernames:
+                device = store.get(self.account_db, self.devices[username])
+                device["owner_id"] = user["_id"]
+                store.put(self.account_db, device)
+        self.users[name] = str(user["_id"])
+        return self.users[name]
+
+    def add_doc(self, pvt_type: str, doc: dict[str, Any]) -> str:
+        from store import new_doc_id
+        from store.kazoo import set_pvt_fields
+
+        with self.store() as store:
+            saved = store.put(self.account_db, set_pvt_fields(
+                {"_id": new_doc_id(), **doc}, pvt_type, self.account_id))
+        return str(saved["_id"])
+
+    def add_callflow(self, numbers: list[str], flow: dict[str, Any],
+                     patterns: list[str] | None = None) -> str:
+        return self.add_doc("callflow", {"numbers": numbers, "patterns": patterns or [],
+                                         "flow": flow, "name": f"flow {numbers or patterns}"})
+
+    def cdrs(self) -> list[dict[str, Any]]:
+        from store import NotFound
+        from store.kazoo import modb_name
+
+        now = time.gmtime()
+        with self.store() as store:
+            try:
+                rows = store.all_docs(modb_name(self.account_id, now.tm_year, now.tm_mon),
+                                      include_docs=True)
+            except NotFound:
+                return []
+        return [r["doc"] for r in rows if r.get("doc", {}).get("pvt_type") == "cdr"]
+
+    def cdr(self, call_id: str, timeout: float = 20.0) -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            return next((c for c in self.cdrs() if c.get("call_id") == call_id), None)
+
+        found: dict[str, Any] = wait_until(find, timeout=timeout, interval=0.2,
+                                           what=f"the CDR of {call_id}")
+        return found
+
+    def legs_of(self, a_call_id: str, timeout: float = 20.0) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The CDRs of a bridged call: the caller's leg and its winning B-leg."""
+        a_leg = self.cdr(a_call_id, timeout)
+        other = a_leg.get("other_leg_call_id")
+        assert other, f"the A-leg was never bridged: {a_leg}"
+        return a_leg, self.cdr(str(other), timeout)
+
+    def calls(self) -> list[dict[str, Any]]:
+        proc = self.node.cli("calls", "--json", check=False)
+        if proc.returncode != 0:
+            return []
+        rows: list[dict[str, Any]] = json.loads(proc.stdout)
+        return rows
+
+
+def start_pbx(base: Path, *, store_url: str = "embedded", bus_url: str = "local",
+              shards: int = 2, **env: str) -> PBX:
+    port = free_port()
+    node_env = {
+        "MIRLITON_SIP__LISTEN": json.dumps([f"udp:127.0.0.1:{port}", f"tcp:127.0.0.1:{port}"]),
+        "MIRLITON_NODE__NAME": f"calls-{uuid.uuid4().hex[:8]}",
+        "MIRLITON_STORE__URL": store_url,
+        "MIRLITON_BUS__URL": bus_url,
+        "MIRLITON_CALLS__SHARDS": str(shards),
+    }
+    node_env.update(env)
+    node = Node(base / "node", ROLES, node_env)
+    node.start()
+    return PBX(node, port, store_url)
+
+
+def stop_pbx(pbx: PBX) -> None:
+    pbx.node.stop()
+    pbx.node.kill_everything()
+
+
+class Phone:
+    """tests/calls/phone.py in its own process, driven by JSON lines."""
+
+    def __init__(self, pbx: PBX, user: str, workdir: Path, *, tone: float = 440.0,
+                 answer_after: float = -1.0, reject: int = 0, record: bool = True) -> None:
+        self.user = user
+        self.recording = workdir / f"heard-{user}-{uuid.uuid4().hex[:6]}.wav" if record else None
+        args = [sys.executable, str(PHONE), "--edge", pbx.edge, "--realm", pbx.realm,
+                "--user", user, "--password", pbx.passwords[user], "--tone", str(tone),
+                "--answer-after", str(answer_after), "--reject", str(reject),
+                "--workdir", str(workdir)]
+        if self.recording is not None:
+            args += ["--record", str(self.recording)]
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+                                     env={**os.environ, "PYTHONPATH": str(REPO)})
+        self.events: list[dict[str, Any]] = []
+        self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            line = line.strip()
+            if line.startswith("{"):
+                event = json.loads(line)
+                self.events.append(event)
+                self._lines.put(event)
+        self._lines.put(None)
+
+    def send(self, **command: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+
+    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20.0,
+                 what: str = "event") -> dict[str, Any]:
+        """The first event (already seen or coming) matching ``predicate``."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            while seen < len(self.events):
+                event = self.events[seen]
+                seen += 1
+                if predicate(event):
+                    return event
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{self.user}: no {what} within {timeout}s; got {self.events}")
+            try:
+                if self._lines.get(timeout=min(remaining, 0.2)) is None and self.proc.poll() is not None:
+                    if seen >= len(self.events):
+                        raise AssertionError(f"{self.user}: phone exited; events {self.events}")
+            except queue.Empty:
+                pass
+
+    def registered(self, timeout: float = 20.0) -> None:
+        event = self.wait_for(lambda e: e.get("event") == "registration" and e.get("code", 0) >= 200,
+                              timeout, "registration")
+        assert event["code"] == 200, self.events
+
+    def state(self, name: str, timeout: float = 20.0) -> dict[str, Any]:
+        return self.wait_for(lambda e: e.get("event") == "state" and e.get("state") == name,
+                             timeout, f"call state {name}")
+
+    def incoming(self, timeout: float = 20.0) -> dict[str, Any]:
+        return self.wait_for(lambda e: e.get("event") == "incoming", timeout, "incoming call")
+
+    def count(self, kind: str) -> int:
+        return sum(1 for e in self.events if e.get("event") == kind)
+
+    def call(self, number: str, realm: str) -> None:
+        self.send(cmd="call", uri=f"sip:{number}@{realm}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.send(cmd="quit")
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def phones(tmp_path: Path) -> Iterator[list[Phone]]:
+    """Phones made in a test are stopped when it ends."""
+    made: list[Phone] = []
+    yield made
+    for phone in made:
+        phone.stop()
