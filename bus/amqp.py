@@ -219,10 +219,21 @@ class AmqpBus(Bus):
         """Start an asynchronous pika operation and wait for its completion callback."""
         result: gevent.event.AsyncResult = gevent.event.AsyncResult()
         start(lambda *args: result.set(args[0] if args else None))
-        gevent.wait([result, self._connection_closed], timeout=_SETUP_TIMEOUT, count=1)
-        if not result.ready():
-            raise _ConnectionLost("connection lost or broker silent during setup")
+        self._await(result)
         return result.get()
+
+    def _await(self, result: gevent.event.AsyncResult) -> None:
+        gevent.wait([result, self._connection_closed], timeout=_SETUP_TIMEOUT, count=1)
+        if result.ready():
+            return
+        connection = self._connection
+        if not self._connection_closed.is_set() and connection is not None and connection.is_open:
+            # The broker stayed silent: start over from a clean connection, which declares
+            # everything again, rather than go on with a half-made setup.
+            log.error("bus: no answer from %s in %ss; reconnecting", self.url, _SETUP_TIMEOUT)
+            self._ready.clear()
+            connection.close()
+        raise _ConnectionLost("connection lost or broker silent during setup")
 
     def _declare_on(self, channel: Any, name: str, kind: ExchangeType) -> None:
         self._wait(
@@ -268,9 +279,7 @@ class AmqpBus(Bus):
             auto_ack=not consumer.durable,
             callback=lambda *_: result.set(True),
         )
-        gevent.wait([result, self._connection_closed], timeout=_SETUP_TIMEOUT, count=1)
-        if not result.ready():
-            raise _ConnectionLost("connection lost while starting a consumer")
+        self._await(result)
         # add_binding/remove_binding calls made while this ran were only recorded (no tag
         # yet): catch up, then publish the tag with no yield in between.
         self._bind_missing(channel, consumer, bound)
