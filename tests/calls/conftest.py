@@ -286,3 +286,41 @@ def phones(tmp_path: Path) -> Iterator[list[Phone]]:
     yield made
     for phone in made:
         phone.stop()
+
+
+# -- backends -------------------------------------------------------------------------------------
+
+AMQP_URL = os.environ.get("MIRLITON_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def _rabbitmqctl(*args: str) -> bool:
+    import shutil
+
+    if shutil.which("rabbitmqctl") is None:
+        return False
+    done = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60)
+    return done.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def calls_amqp_url() -> Iterator[str]:
+    """RabbitMQ at MIRLITON_TEST_AMQP_URL, in a vhost of its own when rabbitmqctl can make one."""
+    import socket
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(AMQP_URL)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), 2):
+            pass
+    except OSError:
+        pytest.skip(f"no RabbitMQ at {AMQP_URL}")
+    vhost = f"mirliton-test-calls-{uuid.uuid4().hex[:8]}"
+    user = parts.username or "guest"
+    if _rabbitmqctl("add_vhost", vhost) and _rabbitmqctl("set_permissions", "-p", vhost, user,
+                                                         ".*", ".*", ".*"):
+        try:
+            yield urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), "", ""))
+        finally:
+            _rabbitmqctl("delete_vhost", vhost)
+    else:
+        yield AMQP_URL

@@ -35,7 +35,7 @@ __all__: list[str] = []
 
 
 def emit(**fields: Any) -> None:
-    print(json.dumps(fields), flush=True)
+    print(json.dumps({**fields, "t": time.time()}), flush=True)
 
 
 def write_tone(path: str, frequency: float, seconds: float = 5.0, rate: int = 8000) -> None:
@@ -217,9 +217,14 @@ def main() -> int:
         for call in phone.calls:
             if call.isActive():
                 call.hangup(pj.CallOpParam())
-        end = time.monotonic() + 1.0
+        end = time.monotonic() + 0.5
         while time.monotonic() < end:
             ep.libHandleEvents(20)
+        if account.getInfo().regIsActive:
+            account.setRegistration(False)  # no stale contact left for the next test
+            end = time.monotonic() + 3.0
+            while time.monotonic() < end and account.getInfo().regIsActive:
+                ep.libHandleEvents(20)
     except pj.Error:
         pass
     # The recorder writes its WAV header when destroyed.
