@@ -14,7 +14,8 @@ challenged and authenticated like any phone; the per-source flood limit is raise
 The search: each rate of ``--rates`` (total registrations per second, split evenly over the
 processes) runs ``--search-duration`` seconds, ascending, until one has a failure (a failed or
 unfinished call); then the highest clean rate runs ``--duration`` seconds ``--runs`` times (a
-failing confirmation steps down a rate). Reported: that rate, the registrations per second
+failing confirmation steps down a rate, then by quarters). The machine's load average is
+reported: the node shares its cores with SIPp and whatever else runs. Reported: that rate, the registrations per second
 achieved, and p50/p99 of the registration time (first REGISTER sent to 200 received), medians
 over the runs. With ``--json`` the last line printed is one JSON object.
 """
@@ -191,9 +192,10 @@ def main() -> int:
     node.start()
     search: list[dict[str, Any]] = []
     confirmations: list[dict[str, Any]] = []
+    attempts: list[dict[str, Any]] = []
     try:
         run_load(node, rates[0] / 2, 3.0, workdir)  # warm-up: caches, AOR actors, store
-        clean = [r for r in rates[:0]]
+        clean: list[float] = []
         for rate in rates:
             result = run_load(node, rate, args.search_duration, workdir)
             search.append(result)
@@ -202,7 +204,11 @@ def main() -> int:
             if result["failed"]:
                 break
             clean.append(rate)
+        # Confirm the highest clean rate with full-length runs; a failing confirmation steps
+        # down to the next clean rate, then by a quarter at a time (bounded).
         candidates = sorted(clean, reverse=True)
+        lowest = candidates[-1] if candidates else rates[0]
+        candidates += [round(lowest * 0.75 ** step) for step in range(1, 4)]
         for rate in candidates:
             confirmations = []
             for _ in range(args.runs):
@@ -213,7 +219,8 @@ def main() -> int:
                       f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms", file=sys.stderr)
                 if result["failed"]:
                     break
-            if all(not r["failed"] for r in confirmations) and len(confirmations) == args.runs:
+            attempts.extend(confirmations)
+            if len(confirmations) == args.runs and not any(r["failed"] for r in confirmations):
                 break
         else:
             confirmations = []
@@ -238,6 +245,9 @@ def main() -> int:
         "p99_ms": median("p99_ms"),
         "failed": sum(r["failed"] for r in confirmations),
         "search": [{k: r[k] for k in ("rate", "successful", "failed", "p99_ms")} for r in search],
+        "runs_detail": [{k: r[k] for k in ("rate", "successful", "failed", "registrations_per_s",
+                                           "p50_ms", "p99_ms")} for r in attempts],
+        "load_average": os.getloadavg()[0],
     }
     if args.json:
         print(json.dumps(summary))

@@ -323,3 +323,15 @@ def test_device_create_refuses_duplicates_and_unknown_accounts(edge: EdgeNode) -
     with SipProbe(edge.edge) as probe:
         _, answer = probe.register_with_password("1010", REALM, "secret-1010")
         assert answer is not None and answer.status == 200
+
+
+def test_max_forwards_zero_gets_483_except_options(edge: EdgeNode) -> None:
+    with SipProbe(edge.edge) as probe:
+        request = probe.register("1006", REALM)
+        request.headers.replace("Max-Forwards", "0")
+        answer = probe.exchange(request)
+        assert answer is not None and answer.status == 483
+        options = probe.request("OPTIONS", f"sip:{REALM}", from_uri=f"sip:x@{REALM}")
+        options.headers.replace("Max-Forwards", "0")
+        answer = probe.exchange(options)
+        assert answer is not None and answer.status == 200
