@@ -46,7 +46,7 @@ BUFFERED = Gauge(
 DROPPED = Counter(
     "mirliton_bus_dropped_total",
     "Messages dropped, by reason (buffer_full, invalid, unmatched_reply, no_consumer,"
-    " peer_gone, peer_backlog).",
+    " peer_gone, peer_backlog, closed).",
     ["reason"],
 )
 
