@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from actors.callflow.call import Call
+from actors.callflow.lookup import ensure_type_index
 from store.kazoo import is_soft_deleted
 
 __all__ = ["device_endpoints", "endpoints_for", "group_endpoints", "user_endpoints"]
@@ -50,6 +51,7 @@ def user_endpoints(call: Call, user_id: str, *, timeout: float, delay: float = 0
     if user is None or user.get("enabled") is False or is_soft_deleted(user):
         return []
     found: list[dict[str, Any]] = []
+    ensure_type_index(call.store, call.account_db)
     devices = call.store.find_all(call.account_db, {"pvt_type": "device", "owner_id": user_id})
     for device in sorted(devices, key=lambda d: str(d.get("_id"))):
         found.extend(device_endpoints(call, str(device["_id"]), timeout=timeout, delay=delay,

@@ -20,7 +20,7 @@ from typing import Any
 from store import NotFound, Store
 from store.kazoo import account_db_name, is_soft_deleted
 
-__all__ = ["CallflowCache", "FlowMatch", "is_authorized_caller", "match_number"]
+__all__ = ["CallflowCache", "FlowMatch", "ensure_type_index", "is_authorized_caller", "match_number"]
 
 _NO_MATCH_NUMBER = re.compile(r"^\+?\d+$")
 AUTHORIZED_TYPES = frozenset({"device", "user", "mobile", "account", "sys_info_local"})
@@ -67,6 +67,19 @@ def match_number(callflows: list[dict[str, Any]], number: str, authorized: bool)
     return None
 
 
+_indexed: set[str] = set()
+
+
+def ensure_type_index(store: Store, db: str) -> None:
+    """An index on ``pvt_type`` (Kazoo's per-type views). Lookups by type need it: without
+    one, pouchdb-server answers a ``pvt_type`` selector from another index that starts with
+    ``pvt_type`` (the registrar's ``[pvt_type, sip.username]``) and misses every document
+    lacking that index's other fields."""
+    if db not in _indexed:
+        store.create_index(db, ["pvt_type"], name="by_pvt_type")
+        _indexed.add(db)
+
+
 class CallflowCache:
     def __init__(self, store: Store, ttl: float = 1.0) -> None:
         self.store = store
@@ -78,9 +91,10 @@ class CallflowCache:
         cached = self._by_account.get(account_id)
         if cached is not None and now - cached[0] < self.ttl:
             return cached[1]
+        db = account_db_name(account_id)
         try:
-            docs = [d for d in self.store.find_all(account_db_name(account_id),
-                                                  {"pvt_type": "callflow"})
+            ensure_type_index(self.store, db)
+            docs = [d for d in self.store.find_all(db, {"pvt_type": "callflow"})
                     if not is_soft_deleted(d)]
         except NotFound:
             docs = []
