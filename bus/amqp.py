@@ -93,7 +93,8 @@ _REFUSALS = (403, 404, 406)
 
 
 class AmqpBus(Bus):
-    """The bus on RabbitMQ (see the module docstring)."""
+    """The bus on RabbitMQ (see the module docstring). ``url`` may list several brokers of
+    one cluster, comma-separated; connections go round them."""
 
     transport = "amqp"
 
@@ -107,8 +108,12 @@ class AmqpBus(Bus):
         max_backoff: float = 5.0,
     ) -> None:
         super().__init__(node=node)
-        self.url = _redact(url)
-        self._parameters = pika.URLParameters(url)
+        # Several brokers of one cluster, comma-separated: each (re)connection tries the next,
+        # so losing one node of the RabbitMQ cluster only costs a reconnection.
+        urls = [part.strip() for part in url.split(",") if part.strip()]
+        self.url = ",".join(_redact(u) for u in urls)
+        self._brokers = [pika.URLParameters(u) for u in urls]
+        self._broker_turn = 0
         self._buffer_limit = buffer_limit
         self._max_backoff = max_backoff
         self._consumers: list[Consumer] = []
@@ -170,8 +175,10 @@ class AmqpBus(Bus):
                 error if isinstance(error, BaseException) else BusError(str(error))
             )
 
+        parameters = self._brokers[self._broker_turn % len(self._brokers)]
+        self._broker_turn += 1
         self._connection = _CoalescingGeventConnection(
-            self._parameters,
+            parameters,
             on_open_callback=opened.set,
             on_open_error_callback=on_open_error,
             on_close_callback=self._on_connection_closed,

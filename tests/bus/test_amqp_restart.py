@@ -178,3 +178,21 @@ def test_a_refused_queue_fails_its_consume_and_nothing_else(amqp_url: str) -> No
     assert _wait_for(lambda: got == ["CHANNEL_CREATE"], 10)
     first.close()
     second.close()
+
+
+def test_several_brokers_in_the_url(amqp_url: str) -> None:
+    """bus.url may list the brokers of a cluster; an unreachable one is skipped."""
+    unreachable = amqp_url.replace(":5672", ":1") if ":5672" in amqp_url else None
+    if unreachable is None:
+        pytest.skip("the test URL names no port to replace")
+    bus = connect(f"{unreachable},{amqp_url}", node="cluster", connect_timeout=15)
+    try:
+        assert isinstance(bus, AmqpBus) and bus.connected
+        assert "***" in bus.url or "@" not in bus.url  # passwords never shown
+        got: list[str] = []
+        unique = uuid.uuid4().hex[:8]
+        bus.consume([Binding("callevt", f"call.*.{unique}")], lambda m, d: got.append(m["Call-ID"]))
+        bus.publish(call.call_event["CHANNEL_CREATE"].build(call_id=unique), confirm=True)
+        assert _wait_for(lambda: got == [unique], 10)
+    finally:
+        bus.close()
