@@ -16,7 +16,7 @@ from bus import Binding, Bus, BusError, Consumer, Delivery, Message
 from bus.api import conf
 from store.kazoo import encode_db_name
 
-__all__ = ["BusNotifier", "Notifier", "NullNotifier", "RecordingNotifier", "follow_account_changes"]
+__all__ = ["BusNotifier", "Notifier", "NullNotifier", "RecordingNotifier", "follow_changes"]
 
 log = logging.getLogger("mirliton.crossbar")
 
@@ -64,13 +64,19 @@ class BusNotifier:
             log.warning("could not publish %s for %s/%s", event, db, doc.get("_id"), exc_info=True)
 
 
-def follow_account_changes(bus: Bus, forget: Callable[[str], None]) -> Consumer:
-    """Call ``forget(account_id)`` for every account document edited or deleted anywhere in the
-    cluster (by this node's API or another's), so cached accounts never outlive a change."""
+def follow_changes(bus: Bus, forget: Callable[[str], None]) -> Consumer:
+    """Call ``forget(doc_id)`` for every account or user document edited or deleted anywhere in
+    the cluster (through this node's API or another's), so that cached accounts and users (what
+    every request's authorization reads) never outlive a change."""
 
     def on_change(msg: Message, _delivery: Delivery) -> None:
         forget(str(msg["ID"]))
 
     return bus.consume(
-        [Binding("configuration", f"{event}.*.account.*") for event in ("doc_edited", "doc_deleted")], on_change
+        [
+            Binding("configuration", f"{event}.*.{doc_type}.*")
+            for event in ("doc_edited", "doc_deleted")
+            for doc_type in ("account", "user")
+        ],
+        on_change,
     )

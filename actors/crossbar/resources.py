@@ -96,9 +96,8 @@ class Api:
             token = envelope_token if isinstance(envelope_token, str) else None
         if not token:
             raise Unauthorized("this resource needs an X-Auth-Token", error_id="missing_token")
-        principal = self.signer.verify(token)
         req.context.auth_token = token
-        return principal
+        return self.service.current_principal(self.signer.verify(token))
 
     def envelope(self, req: falcon.Request) -> dict[str, Any]:
         """The parsed request envelope; ``data`` is an object."""

@@ -18,7 +18,7 @@ from typing import Any
 from gevent.pywsgi import WSGIServer
 
 from actors.crossbar.app import CrossbarApp, make_app
-from actors.crossbar.notifier import follow_account_changes
+from actors.crossbar.notifier import follow_changes
 from actors.crossbar.server import make_server
 from actors.kernel import Actor
 from bus import Bus, connect
@@ -44,7 +44,7 @@ class HttpServer(Actor):
         self.store = open_store(cfg.store.url, cfg.node.data_dir)
         self.bus = connect(cfg.bus.url, node=cfg.node.name, data_dir=cfg.node.data_dir)
         self.app: CrossbarApp = make_app(self.store, bus=self.bus)
-        follow_account_changes(self.bus, self.app.service.accounts_cache.invalidate)
+        follow_changes(self.bus, self.app.service.cache.forget)
         host, port = parse_hostport(cfg.http.listen)
         self.server = make_server(self.app, host, port)
         self.server.start()  # binds now: a port in use fails the start, visibly

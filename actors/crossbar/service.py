@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import hashlib
 import json
 import re
@@ -346,41 +347,46 @@ def _summarize(doc: dict[str, Any], summary: tuple[tuple[str, str], ...]) -> dic
     return out
 
 
-class AccountCache:
-    """Account documents of the ``accounts`` aggregate, by id, for ``ttl`` seconds.
+class SharedDocCache:
+    """Documents by (database, id) for ``ttl`` seconds: the accounts and users every request
+    checks (the token's account and owner, the target account).
 
-    Every request reads one or two account documents (the token's and the target's), so they
-    are cached; unlike store.cache.DocumentCache the cached document is shared, not copied, and
-    callers treat it as read-only. Writes through this API invalidate at once; changes made by
-    other nodes arrive as bus notifications (role.py) or expire.
+    Unlike store.cache.DocumentCache the cached document is shared, not copied (callers treat it
+    as read-only): this is on every request's path. Writes through this API invalidate at once;
+    changes made by other nodes arrive as bus notifications (``follow_changes``) or expire.
     """
 
     def __init__(self, store: Store, *, ttl: float, max_entries: int = 10_000) -> None:
         self.store = store
         self.ttl = ttl
         self.max_entries = max_entries
-        self._entries: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._entries: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
         self._generation = 0
 
-    def get(self, account_id: str) -> dict[str, Any]:
+    def get(self, db: str, doc_id: str) -> dict[str, Any]:
+        """The document; store.NotFound as the store raises it (not cached)."""
+        key = (db, doc_id)
         now = time.monotonic()
-        entry = self._entries.get(account_id)
+        entry = self._entries.get(key)
         if entry is not None and entry[0] > now:
             return entry[1]
         generation = self._generation
-        doc = self.store.get(ACCOUNTS_DB, account_id)
+        doc = self.store.get(db, doc_id)
         if generation == self._generation:
             if len(self._entries) >= self.max_entries:
                 self._entries.clear()
-            self._entries[account_id] = (now + self.ttl, doc)
+            self._entries[key] = (now + self.ttl, doc)
         return doc
 
-    def invalidate(self, account_id: str | None = None) -> None:
+    def invalidate(self, db: str, doc_id: str) -> None:
         self._generation += 1
-        if account_id is None:
-            self._entries.clear()
-        else:
-            self._entries.pop(account_id, None)
+        self._entries.pop((db, doc_id), None)
+
+    def forget(self, doc_id: str) -> None:
+        """Drop ``doc_id`` whatever its database (ids are unique across accounts)."""
+        self._generation += 1
+        for key in [key for key in self._entries if key[1] == doc_id]:
+            del self._entries[key]
 
 
 # -- the service -------------------------------------------------------------------------------
@@ -402,7 +408,7 @@ class CrossbarService:
         self.store = store
         self.signer = signer
         self.notifier: Notifier = notifier or NullNotifier()
-        self.accounts_cache = AccountCache(store, ttl=account_cache_ttl)
+        self.cache = SharedDocCache(store, ttl=account_cache_ttl)
         self.realm_suffix = realm_suffix
         self.max_media_bytes = max_media_bytes
         for db in (ACCOUNTS_DB, "sip_auth", "webhooks"):
@@ -415,7 +421,7 @@ class CrossbarService:
         if not is_account_id(account_id):
             raise NotFound(f"no account {account_id}", error_id="account_not_found")
         try:
-            doc = self.accounts_cache.get(account_id)
+            doc = self.cache.get(ACCOUNTS_DB, account_id)
         except store_errors.NotFound:
             raise NotFound(f"no account {account_id}", error_id="account_not_found") from None
         if doc.get("pvt_deleted") or doc.get("pvt_type") != "account":
@@ -440,6 +446,26 @@ class CrossbarService:
         if write:
             principal.check_write(account_id, resource, doc_id)
         return account
+
+    def current_principal(self, principal: Principal) -> Principal:
+        """The token's principal as things stand now: its account must still exist and be
+        enabled, its user too, and the user's current priv_level applies (a demoted or deleted
+        user loses access at once, not when the token expires)."""
+        self.principal_account(principal)
+        if principal.owner_id is None:
+            return principal
+        try:
+            user = self.cache.get(account_db_name(principal.account_id), principal.owner_id)
+        except (store_errors.NotFound, store_errors.BadRequest):
+            raise Unauthorized("the token's user no longer exists", error_id="invalid_token") from None
+        if user.get("pvt_type") != "user" or user.get("pvt_deleted"):
+            raise Unauthorized("the token's user no longer exists", error_id="invalid_token")
+        if user.get("enabled") is False:
+            raise Unauthorized("the token's user is disabled", error_id="user_disabled")
+        priv_level = "admin" if user.get("priv_level") == "admin" else "user"
+        if priv_level == principal.priv_level:
+            return principal
+        return dataclasses.replace(principal, priv_level=priv_level, superduper=principal.superduper and priv_level == "admin")
 
     def principal_account(self, principal: Principal) -> dict[str, Any]:
         """The token's own account; a token of a deleted or disabled account is refused."""
@@ -629,7 +655,7 @@ class CrossbarService:
                 self._quietly(lambda: self.store.delete_db(db, missing_ok=True))
             self._quietly(lambda: self.store.delete(ACCOUNTS_DB, claim["_id"], claim["_rev"]))
             raise
-        self.accounts_cache.invalidate(account_id)
+        self.cache.invalidate(ACCOUNTS_DB, account_id)
         self.notifier.notify("doc_created", db, saved)
         return aggregate
 
@@ -660,7 +686,7 @@ class CrossbarService:
             raise Conflict("the account changed meanwhile", error_id="stale_revision") from None
         body = {k: v for k, v in saved.items() if k not in ("_rev", "_attachments")}
         update_doc(self.store, ACCOUNTS_DB, account_id, lambda _old: dict(body), create={})
-        self.accounts_cache.invalidate(account_id)
+        self.cache.invalidate(ACCOUNTS_DB, account_id)
         self.notifier.notify(event, db, saved)
         return saved
 
@@ -956,6 +982,7 @@ class CrossbarService:
             self._release_claims(db, claims)
             raise
         self._release_values(kind, account["_id"], doc_id, current, saved)
+        self.cache.invalidate(db, doc_id)
         self._sync_aggregate(kind, saved, account)
         self.notifier.notify("doc_edited", db, saved)
         return saved
@@ -967,6 +994,7 @@ class CrossbarService:
         db = account_db_name(account["_id"])
         saved = self._put(db, doc)
         self._release_values(kind, account["_id"], doc_id, current, None)
+        self.cache.invalidate(db, doc_id)
         self._sync_aggregate(kind, saved, account)
         self.notifier.notify("doc_deleted", db, saved)
         return saved

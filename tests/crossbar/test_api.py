@@ -522,3 +522,20 @@ def test_an_unavailable_store_is_503_in_the_envelope(tree: Tree, monkeypatch: py
     assert result.status_code == 503
     assert result.json["status"] == "error" and result.json["error_id"] == "service_unavailable"
     assert result.headers["Retry-After"] == "2"
+
+
+def test_deleting_disabling_or_demoting_a_user_takes_effect_at_once(tree: Tree) -> None:
+    admin, users = tree.clients["A"], f"{tree.account_path('A')}/users"
+    carol = created(admin.put(users, {**SAMPLES["users"], "priv_level": "admin"}))
+    token = tree.anon.as_token(login(tree.anon, "carol", "carol-pw", "a.example.test"))
+    assert token.put(f"{tree.account_path('A')}/devices", {"name": "by carol"}).status_code == 201
+    ok(admin.patch(f"{users}/{carol['id']}", {"priv_level": "user"}))
+    demoted = token.put(f"{tree.account_path('A')}/devices", {"name": "by carol"})
+    assert demoted.status_code == 403 and demoted.json["error_id"] == "priv_level_user"
+    ok(admin.patch(f"{users}/{carol['id']}", {"enabled": False}))
+    assert token.get(tree.account_path("A")).json["error_id"] == "user_disabled"
+    ok(admin.patch(f"{users}/{carol['id']}", {"enabled": True}))
+    assert token.get(tree.account_path("A")).status_code == 200
+    ok(admin.delete(f"{users}/{carol['id']}"))
+    gone = token.get(tree.account_path("A"))
+    assert gone.status_code == 401 and gone.json["error_id"] == "invalid_token"

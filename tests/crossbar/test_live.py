@@ -136,12 +136,12 @@ def test_channels_come_from_the_call_nodes(api: tuple[ApiClient, str], buses: tu
 def test_an_account_disabled_through_another_node_is_seen_at_once(
     embedded_store: Store, buses: tuple[Bus, Bus]
 ) -> None:
-    from actors.crossbar.notifier import follow_account_changes
+    from actors.crossbar.notifier import follow_changes
 
     create_account(embedded_store, "Top", "top.example.test", "top", "top-pw")
     node1 = make_app(embedded_store, bus=buses[0])
     node2 = make_app(embedded_store, bus=buses[1])
-    follow_account_changes(buses[1], node2.service.accounts_cache.invalidate)
+    follow_changes(buses[1], node2.service.cache.forget)
     gevent.sleep(0.05)
     api1 = ApiClient(testing.TestClient(node1))
     api2 = ApiClient(testing.TestClient(node2))
