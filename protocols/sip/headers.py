@@ -122,7 +122,7 @@ def display_name(key: str) -> str:
 
 # quoted-string body written as an unrolled loop: one regex step per run of plain characters
 # instead of one alternation per character (several times faster on long values).
-_QUOTED_BODY = r'[^"\\]*(?:\\[\x00-\x09\x0b\x0c\x0e-\x7f][^"\\]*)*'
+_QUOTED_BODY = r'[^"\\]*+(?:\\[\x00-\x09\x0b\x0c\x0e-\x7f][^"\\]*+)*+'
 _QUOTED_RE = re.compile(rf'"({_QUOTED_BODY})"')
 _QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
 
@@ -188,10 +188,10 @@ def split_comma_list(value: str, header: str = "") -> list[str]:
 
 # *( SEMI generic-param ), validated in one regex call; extraction by str.split when there is no
 # quoted-string (the common case), else by findall with the same sub-pattern.
-_PARAM_VALUE = rf"[{_TOKEN_CHARS}:\[\]]+"
+_PARAM_VALUE = rf"[{_TOKEN_CHARS}:\[\]]++"
 _PARAMS_RE = re.compile(
-    rf"(?:[ \t]*;[ \t]*[{_TOKEN_CHARS}]+(?:[ \t]*=[ \t]*(?:{_PARAM_VALUE}|\"{_QUOTED_BODY}\"))?)*"
-    r"[ \t]*"
+    rf"(?:[ \t]*+;[ \t]*+[{_TOKEN_CHARS}]++(?:[ \t]*+=[ \t]*+(?:{_PARAM_VALUE}|\"{_QUOTED_BODY}\"))?+)*+"
+    r"[ \t]*+"
 )
 _PARAM_ONE_RE = re.compile(
     rf"[ \t]*;[ \t]*([{_TOKEN_CHARS}]+)(?:[ \t]*=[ \t]*({_PARAM_VALUE}|\"{_QUOTED_BODY}\"))?"
@@ -212,6 +212,19 @@ def parse_params(text: str, header: str | None = None) -> dict[str, str | None]:
         return params
     for name, value in _PARAM_ONE_RE.findall(text):
         params[name.lower()] = value or None
+    return params
+
+
+def _split_plain_params(text: str) -> dict[str, str | None]:
+    """Extract ``*( SEMI generic-param )`` already validated by a regex; quoted values allowed."""
+    params: dict[str, str | None] = {}
+    if '"' in text:
+        for name, value in _PARAM_ONE_RE.findall(text):
+            params[name.lower()] = value or None
+        return params
+    for item in text.split(";")[1:]:
+        name, sep, value = item.partition("=")
+        params[name.strip(_WS).lower()] = value.strip(_WS) if sep else None
     return params
 
 
@@ -402,20 +415,21 @@ class Headers:
 # via-branch    =  "branch" EQUAL token
 # response-port =  "rport" [EQUAL 1*DIGIT]    (RFC 3581)
 _VIA_HEAD = (
-    rf"[ \t]*([{_TOKEN_CHARS}]+)[ \t]*/[ \t]*([{_TOKEN_CHARS}]+)[ \t]*/[ \t]*([{_TOKEN_CHARS}]+)"
-    r"[ \t]+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9_.\-]*[A-Za-z0-9])?\.?)"
-    r"(?:[ \t]*:[ \t]*([0-9]{1,5}))?"
+    rf"[ \t]*+([{_TOKEN_CHARS}]++)[ \t]*+/[ \t]*+([{_TOKEN_CHARS}]++)[ \t]*+/[ \t]*+"
+    rf"([{_TOKEN_CHARS}]++)[ \t]++(\[[0-9A-Fa-f:.]++\]|[A-Za-z0-9][A-Za-z0-9_.\-]*+)"
+    r"(?:[ \t]*+:[ \t]*+([0-9]{1,5}))?+"
 )
 _VIA_RE = re.compile(_VIA_HEAD)
 # The whole via-parm when no parameter value is quoted: one regex call validates everything.
 _VIA_PLAIN_RE = re.compile(
-    _VIA_HEAD + rf"((?:[ \t]*;[ \t]*[{_TOKEN_CHARS}]+(?:[ \t]*=[ \t]*{_PARAM_VALUE})?)*)[ \t]*"
+    _VIA_HEAD
+    + rf"((?:[ \t]*+;[ \t]*+[{_TOKEN_CHARS}]++(?:[ \t]*+=[ \t]*+{_PARAM_VALUE})?+)*+)[ \t]*+"
 )
 _IPV4_RE = re.compile(
     r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}"
 )
 _IPV6_ADDR_RE = re.compile(r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){1,7}(?::[0-9.]+)?")
-_HOST_RE = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9_.\-]*[A-Za-z0-9])?\.?")
+_HOST_RE = re.compile(r"\[[0-9A-Fa-f:.]++\]|[A-Za-z0-9][A-Za-z0-9_.\-]*+")
 _DIGITS_RE = re.compile(r"[0-9]+")
 
 MAGIC_COOKIE = "z9hG4bK"
@@ -425,10 +439,20 @@ class Via:
     """One via-parm: ``SIP/2.0/UDP host:port;branch=...;received=...;rport``.
 
     ``params`` keeps every parameter in order (names lower-cased; ``None`` for a valueless one
-    such as a bare ``rport``). The properties read the well-known ones.
+    such as a bare ``rport``). The properties read the well-known ones. A parsed Via builds
+    ``params`` on first use, and only then checks what received, rport, ttl and maddr hold
+    (SipParseError naming "via" if they are wrong); the via-parm grammar is checked at once.
     """
 
-    __slots__ = ("transport", "host", "port", "params", "protocol", "version")
+    __slots__ = ("transport", "host", "port", "protocol", "version", "_params", "_param_text")
+
+    transport: str
+    host: str
+    port: int | None
+    protocol: str
+    version: str
+    _params: dict[str, str | None] | None
+    _param_text: str | None
 
     def __init__(
         self,
@@ -442,40 +466,56 @@ class Via:
         self.transport = transport.upper()
         self.host = host
         self.port = port
-        self.params: dict[str, str | None] = dict(params) if params else {}
+        self._params = {k.lower(): v for k, v in params.items()} if params else {}
+        self._param_text = None
         self.protocol = protocol
         self.version = version
 
+    @property
+    def params(self) -> dict[str, str | None]:
+        params = self._params
+        if params is None:
+            params = _split_plain_params(self._param_text or "")
+            _check_via_params(params)
+            self._params = params
+        return params
+
+    @params.setter
+    def params(self, value: Mapping[str, str | None]) -> None:
+        self._params = {k.lower(): v for k, v in value.items()}
+
     @classmethod
     def parse(cls, text: str) -> Via:
+        via = cls.__new__(cls)
         match = _VIA_PLAIN_RE.fullmatch(text)
         if match is not None:
             protocol, version, transport, host, port, param_text = match.groups()
-            params: dict[str, str | None] = {}
             if param_text:
-                for item in param_text.split(";")[1:]:
-                    name, sep, value = item.partition("=")
-                    params[name.strip(_WS).lower()] = value.strip(_WS) if sep else None
+                via._params = None
+                via._param_text = param_text
+            else:
+                via._params = {}
+                via._param_text = None
         else:
             match = _VIA_RE.match(text)
             if match is None:
                 raise SipParseError(f"malformed Via: {text[:80]!r}", header="via")
             protocol, version, transport, host, port = match.groups()
             params = parse_params(text[match.end() :], "via")
-        via = cls.__new__(cls)
+            _check_via_params(params)
+            via._params = params
+            via._param_text = None
         via.protocol = protocol
         via.version = version
         via.transport = transport.upper()
         via.host = host
-        via.port = None
-        if port is not None:
+        if port is None:
+            via.port = None
+        else:
             port_number = int(port)
             if port_number > 65535:
                 raise SipParseError("Via port out of range", header="via")
             via.port = port_number
-        if params:
-            _check_via_params(params)
-        via.params = params
         return via
 
     @staticmethod
@@ -590,10 +630,10 @@ _NON_TOKEN_DISPLAY_CHARS = re.compile(r"[\\\"\x00-\x1f\x7f]")
 # The common shapes in one regex call: ["display" or tokens] <sip(s) URI without escapes,
 # headers or IPv6> *(SEMI generic-param). Anything else takes the general path below.
 _NAME_ADDR_FAST_RE = re.compile(
-    rf'[ \t]*(?:"(?P<qdisplay>[^"\\]*)"[ \t]*|(?P<tdisplay>(?:[{_TOKEN_CHARS}]+[ \t]*)*))'
+    rf'[ \t]*+(?:"(?P<qdisplay>[^"\\]*+)"[ \t]*+|(?P<tdisplay>(?:[{_TOKEN_CHARS}]++[ \t]*+)*+))'
     rf"<{FAST_URI_PATTERN}>"
-    rf"(?P<params>(?:[ \t]*;[ \t]*[{_TOKEN_CHARS}]+"
-    rf'(?:[ \t]*=[ \t]*(?:{_PARAM_VALUE}|"{_QUOTED_BODY}"))?)*)[ \t]*'
+    rf"(?P<params>(?:[ \t]*+;[ \t]*+[{_TOKEN_CHARS}]++"
+    rf'(?:[ \t]*+=[ \t]*+(?:{_PARAM_VALUE}|"{_QUOTED_BODY}"))?+)*+)[ \t]*+'
 )
 
 
@@ -605,9 +645,15 @@ class NameAddr:
     with their quotes.
     """
 
-    __slots__ = ("uri", "display", "params")
+    __slots__ = ("display", "_uri", "_uri_parts", "_params", "_param_text")
 
     is_star = False
+
+    display: str | None
+    _uri: URI | None
+    _uri_parts: tuple[str, str | None, str | None, str, str | None, str] | None
+    _params: dict[str, str | None] | None
+    _param_text: str | None
 
     def __init__(
         self,
@@ -615,11 +661,35 @@ class NameAddr:
         display: str | None = None,
         params: Mapping[str, str | None] | None = None,
     ) -> None:
-        self.uri = uri if isinstance(uri, URI) else URI.parse(uri)
+        self._uri = uri if isinstance(uri, URI) else URI.parse(uri)
+        self._uri_parts = None
         self.display = display
-        self.params: dict[str, str | None] = (
-            {k.lower(): v for k, v in params.items()} if params else {}
-        )
+        self._params = {k.lower(): v for k, v in params.items()} if params else {}
+        self._param_text = None
+
+    # A parsed name-addr is validated whole at once but builds its URI and parameter dict on
+    # first use: a proxy reading only the From tag never pays for the From URI.
+    @property
+    def uri(self) -> URI:
+        uri = self._uri
+        if uri is None:
+            uri = self._uri = URI._from_fast_match(*self._uri_parts)  # type: ignore[misc]
+        return uri
+
+    @uri.setter
+    def uri(self, value: URI | str) -> None:
+        self._uri = value if isinstance(value, URI) else URI.parse(value)
+
+    @property
+    def params(self) -> dict[str, str | None]:
+        params = self._params
+        if params is None:
+            params = self._params = _split_plain_params(self._param_text or "")
+        return params
+
+    @params.setter
+    def params(self, value: Mapping[str, str | None]) -> None:
+        self._params = {k.lower(): v for k, v in value.items()}
 
     @classmethod
     def parse(cls, text: str, header: str | None = None) -> NameAddr:
@@ -628,22 +698,22 @@ class NameAddr:
             qdisplay, tdisplay, scheme, user, password, host, port, uparams, params = match.groups()
             if port is None or int(port) <= 65535:
                 na = cls.__new__(cls)
-                na.uri = URI._from_fast_match(scheme, user, password, host, port, uparams)
+                na._uri = None
+                na._uri_parts = (scheme, user, password, host, port, uparams)
                 na.display = qdisplay if qdisplay is not None else (tdisplay.rstrip(_WS) or None)
-                if not params:
-                    na.params = {}
-                elif '"' in params:
-                    na.params = {n.lower(): v or None for n, v in _PARAM_ONE_RE.findall(params)}
+                if params:
+                    na._params = None
+                    na._param_text = params
                 else:
-                    na.params = {}
-                    for item in params.split(";")[1:]:
-                        name, sep, value = item.partition("=")
-                        na.params[name.strip(_WS).lower()] = value.strip(_WS) if sep else None
+                    na._params = {}
+                    na._param_text = None
                 return na
         return cls._parse_general(text, header)
 
     @classmethod
     def _parse_general(cls, text: str, header: str | None) -> NameAddr:
+        if text == "*" and header == "contact":
+            return StarContact()  # type: ignore[return-value]
         display: str | None = None
         first = text[:1]
         if first == "<":  # the common "<uri>;params": no display name to look at
@@ -690,11 +760,13 @@ class NameAddr:
                 )
         na = cls.__new__(cls)
         try:
-            na.uri = URI.parse(uri_text)
+            na._uri = URI.parse(uri_text)
         except SipParseError as exc:
             raise SipParseError(exc.reason, header=header) from None
+        na._uri_parts = None
         na.display = display
-        na.params = parse_params(rest, header) if rest else {}
+        na._params = parse_params(rest, header) if rest else {}
+        na._param_text = None
         return na
 
     @property
@@ -725,11 +797,7 @@ class NameAddr:
         return float(value)
 
     def copy(self) -> NameAddr:
-        clone = NameAddr.__new__(NameAddr)
-        clone.uri = self.uri.copy()
-        clone.display = self.display
-        clone.params = dict(self.params)
-        return clone
+        return NameAddr(self.uri.copy(), self.display, self.params)
 
     def __str__(self) -> str:
         uri = str(self.uri)
@@ -773,14 +841,13 @@ class StarContact:
 
 
 def parse_contact(text: str) -> NameAddr | StarContact:
-    if text == "*":
-        return StarContact()
+    """A Contact value: ``*`` or a name-addr/addr-spec with contact parameters."""
     return NameAddr.parse(text, "contact")
 
 
 # --- CSeq -----------------------------------------------------------------------------------
 # CSeq  =  "CSeq" HCOLON 1*DIGIT LWS Method    (RFC 3261 8.1.1.5: less than 2**31)
-_CSEQ_RE = re.compile(rf"([0-9]{{1,10}})[ \t]+([{_TOKEN_CHARS}]+)")
+_CSEQ_RE = re.compile(rf"([0-9]{{1,10}})[ \t]++([{_TOKEN_CHARS}]++)")
 
 
 class CSeq(NamedTuple):
@@ -795,7 +862,8 @@ class CSeq(NamedTuple):
         number = int(match.group(1))
         if number >= 0x80000000:
             raise SipParseError("CSeq number not below 2**31", header="cseq")
-        return cls(number, match.group(2))
+        # tuple.__new__ skips the generated NamedTuple __new__ (a Python-level call)
+        return tuple.__new__(cls, (number, match.group(2)))
 
     def __str__(self) -> str:
         return f"{self.num} {self.method}"

@@ -115,6 +115,24 @@ def _store_typed(typed: dict[str, Any], key: str, value: str, parser: Callable[[
 
 EAGER_HEADERS = frozenset(_EAGER)
 
+_COMMON_METHODS = frozenset(
+    {
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "PRACK",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "PUBLISH",
+        "INFO",
+        "REFER",
+        "MESSAGE",
+        "UPDATE",
+    }
+)
 _VERSION_RE = re.compile(r"SIP/[0-9]+\.[0-9]+", re.I)
 _STATUS_RE = re.compile(r"[1-6][0-9][0-9]")
 # Reason-Phrase: anything but the control characters (HTAB allowed).
@@ -169,7 +187,7 @@ def _parse_head(head: bytes, limits: Limits, *, stream: bool) -> tuple[Message, 
     if folded:
         lines = _unfold(lines)
     start_line = lines[0]
-    is_response = start_line[:4].upper() == "SIP/"
+    is_response = start_line.startswith("SIP/") or start_line[:4].upper() == "SIP/"
     if len(start_line) > limits.max_start_line:
         raise SipParseError(
             "start line too long", status_hint=513 if is_response else 414, is_response=is_response
@@ -178,7 +196,8 @@ def _parse_head(head: bytes, limits: Limits, *, stream: bool) -> tuple[Message, 
     message: Message
     if is_response:
         version, _, rest = start_line.partition(" ")
-        _check_version(version, True)
+        if version != "SIP/2.0":
+            _check_version(version, True)
         code, _, reason = rest.partition(" ")
         if _STATUS_RE.fullmatch(code) is None:
             raise SipParseError(f"malformed status code {code[:20]!r}", is_response=True)
@@ -195,19 +214,21 @@ def _parse_head(head: bytes, limits: Limits, *, stream: bool) -> tuple[Message, 
                 "request line is not 'Method SP Request-URI SP SIP-Version'", is_response=False
             )
         method, uri_text, version = parts
-        _check_version(version, False)
-        if TOKEN_RE.fullmatch(method) is None:
+        if version != "SIP/2.0":
+            _check_version(version, False)
+        if method not in _COMMON_METHODS and TOKEN_RE.fullmatch(method) is None:
             raise SipParseError(f"method is not a token: {method[:40]!r}", is_response=False)
         try:
-            uri = URI.parse(uri_text)
+            has_headers = URI.validate(uri_text)
         except SipParseError as exc:
             raise SipParseError(f"bad Request-URI: {exc.reason}", is_response=False) from None
         # RFC 3261 19.1.1 table: headers are not allowed in a Request-URI (RFC 4475 escruri).
-        if uri.is_sip and (uri.headers or uri_text.endswith("?")):
+        if has_headers:
             raise SipParseError("headers in the Request-URI", is_response=False)
         request = Request.__new__(Request)
         request.method = method
-        request._uri = uri
+        request._uri = None
+        request._uri_text = uri_text
         message = request
 
     entries: list[tuple[str, str, str, str | None]] = []
@@ -279,19 +300,21 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Request | Res
 
     Raises :class:`SipParseError`; never anything else for any input bytes.
     """
+    if type(data) is not bytes:  # bytearray, memoryview: one copy, then slices are bytes
+        data = bytes(data)
     start = 0
     while data.startswith(b"\r\n", start):  # RFC 3261 7.5: CRLFs before the start line
         start += 2
     end = data.find(b"\r\n\r\n", start)
     if end < 0 or end - start > limits.max_headers_size:
-        is_response = bytes(data[start : start + 4]).upper() == b"SIP/"
+        is_response = data[start : start + 4].upper() == b"SIP/"
         if end < 0 and len(data) - start <= limits.max_headers_size:
             raise SipParseError("no empty line ends the header section", is_response=is_response)
         raise SipParseError("header section too large", status_hint=513, is_response=is_response)
-    message, content_length = _parse_head(bytes(data[start:end]), limits, stream=False)
+    message, content_length = _parse_head(data[start:end], limits, stream=False)
     body_start = end + 4
     if content_length is None:
-        body = bytes(data[body_start:])
+        body = data[body_start:]
     else:
         if body_start + content_length > len(data):
             raise SipParseError(
@@ -300,7 +323,7 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Request | Res
                 is_response=not message.is_request,
                 headers=message.headers,
             )
-        body = bytes(data[body_start : body_start + content_length])
+        body = data[body_start : body_start + content_length]
     if len(body) > limits.max_body:
         raise SipParseError("body too large", status_hint=413, is_response=not message.is_request)
     message._body = body

@@ -182,8 +182,17 @@ def test_via_fields() -> None:
     ],
 )
 def test_bad_via(text: str) -> None:
+    # the grammar is checked by parse, what the known parameters hold when params is built
     with pytest.raises(SipParseError) as info:
-        Via.parse(text)
+        _ = Via.parse(text).params
+    assert info.value.header == "via"
+
+
+def test_via_parameter_errors_surface_in_validate_headers() -> None:
+    msg = parse_message(_request(b"Via: SIP/2.0/UDP second.example.com;received=nope"))
+    assert msg.via.host == "h.example.com"
+    with pytest.raises(SipParseError) as info:
+        msg.validate_headers()
     assert info.value.header == "via"
 
 
