@@ -42,7 +42,7 @@ class Node:
         self.data_dir.mkdir()
         self.config = base / f"{name}.toml"
         self.config.write_text(
-            f'[node]\nname = "{name}"\nroles = ["tests.bus.heartbeat_role:HeartbeatRole"]\n'
+            f'[node]\nname = "{name}"\nroles = ["nodes"]\n'
             f'[bus]\nurl = "{amqp_url}"\n'
             f'[http]\nlisten = "127.0.0.1:{_free_port()}"\n'
             f'[ops]\nlisten = "127.0.0.1:{_free_port()}"\n'
