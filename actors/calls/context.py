@@ -35,6 +35,10 @@ class ShardContext:
     leg_supervisor: ActorRef | None = None
     # Starts a leg actor under the leg supervisor (set by the shard's SIP actor).
     start_leg: Callable[[Any], ActorRef | None] | None = None
+    # The dialogs up in this shard (actors.calls.journal.DialogJournal), set by the SIP actor.
+    journal: Any = None
+    # Ends the calls a killed predecessor left up; run once the shard is advertised.
+    end_leftovers: Callable[[], None] | None = None
 
     @property
     def node(self) -> str:

@@ -316,6 +316,21 @@ class CallLeg(Actor):
         msg.update({k: v for k, v in fields.items() if v is not None})
         self.ctx.publish(call_event[name].build(msg))
 
+    def snapshot(self) -> dict[str, Any]:
+        """What a CHANNEL_DESTROY needs, for the dialog journal (:mod:`actors.calls.journal`)."""
+        return {
+            "call_id": self.call_id, "direction": self.direction, "ccvs": dict(self.ccvs),
+            "caller_name": self.caller_name, "caller_number": self.caller_number,
+            "callee_name": self.callee_name, "callee_number": self.callee_number,
+            "from": self.from_uri, "to": self.to_uri, "request": self.request_uri,
+            "user_agent": self.user_agent, "other_leg": self.other_leg,
+            "created": self.created, "answered": self.answered_at,
+        }
+
+    def journal_up(self) -> None:
+        if self.dialog is not None and self.ctx.journal is not None:
+            self.ctx.journal.up(self.dialog, self.snapshot())
+
     def finish(self, cause: str, code: str) -> None:
         """Publish CHANNEL_DESTROY (the CDR) and exit."""
         if self.ended:
@@ -325,6 +340,8 @@ class CallLeg(Actor):
 
     def publish_destroy(self, cause: str, code: str) -> None:
         self.ended = True
+        if self.answered_at is not None and self.ctx.journal is not None:
+            self.ctx.journal.down(self.call_id)
         now = time.time()
         duration = max(0, round(now - self.created))
         billing = max(0, round(now - self.answered_at)) if self.answered_at else 0
@@ -698,6 +715,11 @@ class ALeg(CallLeg):
         self._update_channel()
         return True
 
+    def set_peer(self, peer: ActorRef, peer_call_id: str) -> None:
+        self.peer = peer
+        self.other_leg = peer_call_id
+        self.journal_up()
+
     def retransmit_2xx(self) -> None:
         retransmission = self.retransmission
         if retransmission is None or retransmission.acked or self.ended:
@@ -920,9 +942,8 @@ class ALeg(CallLeg):
         else:
             # Answered before (e.g. an answer command): offer the callee's media to the caller.
             self.send_in_dialog("INVITE", msg.body, msg.content_type or "application/sdp")
-        self.peer = msg.leg
-        self.other_leg = msg.call_id
         self.callee_name, self.callee_number = msg.callee_name, msg.callee_number
+        self.set_peer(msg.leg, msg.call_id)
         msg.leg.send(Bridged(self.ref, self.call_id))
         self.event("CHANNEL_BRIDGE", **{"Other-Leg-Call-ID": msg.call_id})
         self._update_channel()
@@ -1191,6 +1212,7 @@ class BLeg(CallLeg):
         self.answered_at = time.time()
         self.event("CHANNEL_ANSWER")
         self._update_channel()
+        self.journal_up()
         if self.cancel_cause is not None or not self.a_ref.is_alive:
             # Answered while being cancelled (the race CANCEL loses): hang up at once.
             self.send_in_dialog("BYE")

@@ -110,15 +110,19 @@ class ShardDirectory:
         self._shards: list[ShardInfo] = []
         self._read_at = 0.0
 
-    def healthy(self) -> list[ShardInfo]:
+    def healthy(self, *, fresh: bool = False) -> list[ShardInfo]:
         now = time.monotonic()
-        if now - self._read_at >= self.ttl:
+        if now - self._read_at >= (0.05 if fresh else self.ttl):
             self._shards = read_shards(self.data_dir)
             self._read_at = now
         return [s for s in self._shards if _alive(s.pid)]
 
     def is_shard_address(self, address: tuple[str, int]) -> bool:
-        return any(s.address == address for s in self.healthy())
+        """Whether a calls shard listens there; an unknown address re-reads the files (a
+        restarted shard has a new one)."""
+        if any(s.address == address for s in self.healthy()):
+            return True
+        return any(s.address == address for s in self.healthy(fresh=True))
 
     def pick(self, call_id: str) -> ShardInfo | None:
         return pick_shard(self.healthy(), call_id)

@@ -8,8 +8,9 @@ new calls the moment its pid is gone (:mod:`actors.calls.registry`).
 Each shard process runs this tree of lightweight actors (one_for_one)::
 
     calls/shardN (process)
+      sip     ShardSipActor   SIP listener + transactions, Control-Queue, channels listing,
+                              dialog journal (ends the calls of a killed predecessor)
       legs    LegSupervisor   simple_one_for_one, temporary: one ALeg / BLeg per call leg
-      sip     ShardSipActor   SIP listener + transactions, Control-Queue, channels listing
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ class CallsShard(RoleProcess):
 
     def child_specs(self, cfg: Config) -> list[ChildSpec]:
         ctx = self.ctx
+        # SIP first: the legs stop before it on shutdown, and can still send their BYEs.
         return [
-            ChildSpec("legs", lambda: LegSupervisor(ctx), shutdown="infinity", type="supervisor"),
             ChildSpec("sip", lambda: ShardSipActor(ctx), shutdown=5.0),
+            ChildSpec("legs", lambda: LegSupervisor(ctx), shutdown="infinity", type="supervisor"),
         ]
 
     def terminate_process(self, reason: Any) -> None:

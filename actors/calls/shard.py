@@ -8,14 +8,16 @@ CANCELs go to the leg whose Call-ID they carry; responses to the leg that sent t
 (``transaction.context``). It also consumes the shard's Control-Queue on ``callctl`` (one
 queue per shard, commands dispatched to legs by Call-ID) and answers ``channels_req``.
 
-Once its listener is open it advertises the shard (:mod:`actors.calls.registry`) so the edge
-can send calls here.
+Once its listener and its leg supervisor are up the shard is advertised
+(:mod:`actors.calls.registry`) so the edge can send calls here. Calls a killed predecessor
+left up are ended first (:mod:`actors.calls.journal`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 import gevent
@@ -31,7 +33,10 @@ from actors.calls.legs import (
     SipResponse,
     SipTimeout,
 )
+from actors.calls.journal import DialogJournal, bye_request, restore_dialog
+from actors.calls.legs import GREGORIAN_OFFSET
 from actors.calls.registry import ShardInfo, advertise, withdraw
+from bus.api.call import call_event
 from actors.kernel import Actor, ActorRef, current_call_id
 from bus import Binding, Delivery, Message
 from protocols.sip import (
@@ -44,6 +49,8 @@ from protocols.sip import (
     TransactionTimeout,
     TransportError,
     make_response,
+    new_via,
+    next_hop,
 )
 from protocols.sip.transport import TransactionRunner, UdpTransport
 from supervisors.api import start_child
@@ -70,6 +77,19 @@ class LegSupervisor(Supervisor):
     def init(self) -> None:
         super().init()
         self.ctx.leg_supervisor = self.ref
+        # Started after the SIP actor (and stopped before it, so legs can still say BYE):
+        # from here the shard takes calls, so the edge may learn of it.
+        ctx = self.ctx
+        advertise(ctx.config.data_dir, ShardInfo(ctx.shard, os.getpid(), ctx.host, ctx.port,
+                                                 ctx.control_queue, ctx.node))
+        if ctx.end_leftovers is not None:
+            ctx.end_leftovers()
+            ctx.end_leftovers = None
+
+    def terminate(self, reason: Any) -> None:
+        withdraw(self.ctx.config.data_dir, self.ctx.shard, os.getpid())
+        super().terminate(reason)
+        self.ctx.leg_supervisor = None
 
 
 class ShardSipActor(Actor):
@@ -96,13 +116,60 @@ class ShardSipActor(Actor):
             [Binding("callctl", ctx.control_queue), Binding("callmgr", CHANNELS_ROUTING_KEY)],
             self._on_bus,
         )
-        advertise(ctx.config.data_dir, ShardInfo(ctx.shard, os.getpid(), ctx.host, ctx.port,
-                                                 ctx.control_queue, ctx.node))
         log.info("calls shard %d: SIP on udp %s:%d, control queue %s", ctx.shard, ctx.host,
                  ctx.port, ctx.control_queue)
+        ctx.journal = DialogJournal(ctx.config.data_dir, ctx.shard)
+        leftovers = ctx.journal.take_leftovers()
+        # Run once the shard is advertised: the edge relays shards' requests only.
+        ctx.end_leftovers = lambda: self.end_leftover_calls(leftovers)
+
+    def end_leftover_calls(self, leftovers: list[dict[str, Any]]) -> None:
+        """BYE to every dialog a killed predecessor left up, and its CHANNEL_DESTROY."""
+        now = time.time()
+        for entry in leftovers:
+            leg, info = entry["leg"], entry.get("event") or {}
+            current_call_id.set(leg["call_id"])
+            try:
+                dialog = restore_dialog(leg)
+                bye = bye_request(dialog, new_via("UDP", self.ctx.host, self.ctx.port))
+                destination, _ = next_hop(bye)
+                self.runner.send_request(bye, destination, "UDP")
+            except (ValueError, KeyError, OSError) as error:
+                log.warning("cannot end leftover dialog: %s", error)
+            created = float(info.get("created") or now)
+            answered = float(info.get("answered") or now)
+            destroy = {
+                "Call-ID": leg["call_id"], "Call-Direction": info.get("direction", "inbound"),
+                "Caller-ID-Name": info.get("caller_name", ""),
+                "Caller-ID-Number": info.get("caller_number", ""),
+                "Callee-ID-Name": info.get("callee_name", ""),
+                "Callee-ID-Number": info.get("callee_number", ""),
+                "From": info.get("from", ""), "To": info.get("to", ""),
+                "Request": info.get("request", ""),
+                "Custom-Channel-Vars": {**(info.get("ccvs") or {}),
+                                        "Media-Server": self.ctx.media_server},
+                "Timestamp": int(now) + GREGORIAN_OFFSET,
+                "Hangup-Cause": "NORMAL_TEMPORARY_FAILURE", "Hangup-Code": "sip:503",
+                "Disposition": "ANSWER",
+                "Duration-Seconds": max(0, round(now - created)),
+                "Billing-Seconds": max(0, round(now - answered)),
+                "Ringing-Seconds": max(0, round(answered - created)),
+                "User-Agent": info.get("user_agent", ""),
+            }
+            if info.get("other_leg"):
+                destroy["Other-Leg-Call-ID"] = info["other_leg"]
+            account = (info.get("ccvs") or {}).get("Account-ID")
+            if account:
+                destroy["Account-ID"] = account
+            log.warning("ending a call left up by a killed shard")
+            self.ctx.publish(call_event["CHANNEL_DESTROY"].build(destroy), confirm=True,
+                             timeout=5.0)
+        current_call_id.set(None)
 
     def terminate(self, reason: Any) -> None:
-        withdraw(self.ctx.config.data_dir, self.ctx.shard, os.getpid())
+        if self.ctx.journal is not None:
+            self.ctx.journal.close()
+            self.ctx.journal = None
         if self.consumer is not None:
             try:
                 self.consumer.cancel()

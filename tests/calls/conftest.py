@@ -226,10 +226,11 @@ class Phone:
         self.proc.stdin.flush()
 
     def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20.0,
-                 what: str = "event") -> dict[str, Any]:
-        """The first event (already seen or coming) matching ``predicate``."""
+                 what: str = "event", after: int = 0) -> dict[str, Any]:
+        """The first event (already seen or coming, from index ``after`` on) matching
+        ``predicate``."""
         deadline = time.monotonic() + timeout
-        seen = 0
+        seen = after
         while True:
             while seen < len(self.events):
                 event = self.events[seen]
