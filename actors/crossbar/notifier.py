@@ -12,6 +12,9 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import gevent
+import gevent.queue
+
 from bus import Binding, Bus, BusError, Consumer, Delivery, Message
 from bus.api import conf
 from store.kazoo import encode_db_name
@@ -41,8 +44,16 @@ class RecordingNotifier:
 
 
 class BusNotifier:
-    def __init__(self, bus: Bus) -> None:
+    """Publishes on the bus from one greenlet fed by a bounded queue: a request never waits for
+    the bus (a broker being reconnected, a slow peer), and one publisher keeps the notifications
+    of a document in the order of its writes. When the queue is full (bus stuck), notifications
+    are dropped and logged rather than stalling the API."""
+
+    def __init__(self, bus: Bus, *, max_pending: int = 10_000) -> None:
         self.bus = bus
+        self.dropped = 0
+        self._pending: gevent.queue.Queue[Message] = gevent.queue.Queue(maxsize=max_pending)
+        self._publisher = gevent.spawn(self._publish_loop)
 
     def notify(self, event: str, db: str, doc: dict[str, Any]) -> None:
         fields: dict[str, Any] = {
@@ -59,9 +70,28 @@ class BusNotifier:
             fields["Account-ID"] = account_id
         try:
             msg = conf.doc_change[event].build({k: v for k, v in fields.items() if v is not None})
-            self.bus.publish(msg)
+            self._pending.put_nowait(msg)
         except BusError:
-            log.warning("could not publish %s for %s/%s", event, db, doc.get("_id"), exc_info=True)
+            log.warning("invalid %s notification for %s/%s", event, db, doc.get("_id"), exc_info=True)
+        except gevent.queue.Full:
+            self.dropped += 1
+            log.warning("bus notification queue full: dropped %s for %s/%s", event, db, doc.get("_id"))
+
+    def _publish_loop(self) -> None:
+        while True:
+            msg = self._pending.get()
+            try:
+                self.bus.publish(msg)
+            except BusError:
+                log.warning("could not publish %s for %s", msg.get("Event-Name"), msg.get("ID"), exc_info=True)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Publish what is queued (for up to ``timeout`` seconds), then stop."""
+        deadline = gevent.Timeout(timeout, False)
+        with deadline:
+            while not self._pending.empty():
+                gevent.sleep(0.01)
+        self._publisher.kill(block=False)
 
 
 def follow_changes(bus: Bus, forget: Callable[[str], None]) -> Consumer:

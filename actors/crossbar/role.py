@@ -18,7 +18,7 @@ from typing import Any
 from gevent.pywsgi import WSGIServer
 
 from actors.crossbar.app import CrossbarApp, make_app
-from actors.crossbar.notifier import follow_changes
+from actors.crossbar.notifier import BusNotifier, follow_changes
 from actors.crossbar.server import make_server
 from actors.kernel import Actor
 from bus import Bus, connect
@@ -53,6 +53,9 @@ class HttpServer(Actor):
     def terminate(self, reason: Any) -> None:
         if self.server is not None:
             self.server.stop(timeout=2)
+        notifier = self.app.service.notifier if hasattr(self, "app") else None
+        if isinstance(notifier, BusNotifier):
+            notifier.close()  # what was written before the stop is still announced
         if self.bus is not None:
             self.bus.close()
         if self.store is not None:
