@@ -230,6 +230,8 @@ def main() -> None:
         "devices_created": put["requests"],
         "put_server_cpu_ms_per_request": put["server_cpu_ms"],
         "get_server_cpu_ms_per_request": get["server_cpu_ms"],
+        "put_client_cpu_ms_per_request": put["client_cpu_ms"],
+        "get_client_cpu_ms_per_request": get["client_cpu_ms"],
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
     for name, phase in (("PUT devices", put), ("GET device ", get)):
