@@ -542,6 +542,7 @@ class ALeg(CallLeg):
         self.final_sent = False
         self.progress_sent = 0
         self.routed = False
+        self.outbound_caller: tuple[str, str] | None = None
 
     def init(self) -> None:
         request = self.invite
@@ -849,6 +850,12 @@ class ALeg(CallLeg):
             return True
         endpoints = [e for e in msg.get("Endpoints") or [] if isinstance(e, dict)]
         strategy = msg.get("Dial-Endpoint-Method") or "simultaneous"
+        # The caller id the callees see (set_cid): the bridge's, else the caller's own.
+        self.outbound_caller = (
+            str(msg.get("Outbound-Caller-ID-Name") or msg.get("Caller-ID-Name") or self.caller_name),
+            str(msg.get("Outbound-Caller-ID-Number") or msg.get("Caller-ID-Number")
+                or self.caller_number),
+        )
         default_timeout = float(msg.get("Timeout") or self.ctx.config.calls.bridge_timeout)
         groups: list[list[BridgeTarget]] = []
         for endpoint in endpoints:
@@ -1076,8 +1083,8 @@ class BLeg(CallLeg):
         self.offer_type = a_leg.invite.content_type or "application/sdp"
         self.call_id = generate_call_id()
         self.other_leg = a_leg.call_id
-        self.caller_name = a_leg.caller_name
-        self.caller_number = a_leg.caller_number
+        self.caller_name, self.caller_number = a_leg.outbound_caller or (
+            a_leg.caller_name, a_leg.caller_number)
         self.callee_number = target.to_user
         self.callee_name = target.to_user
         self.from_uri = a_leg.from_uri

@@ -129,9 +129,19 @@ class PBX:
         return str(saved["_id"])
 
     def add_callflow(self, numbers: list[str], flow: dict[str, Any],
-                     patterns: list[str] | None = None) -> str:
-        return self.add_doc("callflow", {"numbers": numbers, "patterns": patterns or [],
-                                         "flow": flow, "name": f"flow {numbers or patterns}"})
+                     patterns: list[str] | None = None, doc_id: str | None = None) -> str:
+        doc: dict[str, Any] = {"numbers": numbers, "patterns": patterns or [], "flow": flow,
+                               "name": f"flow {numbers or patterns}"}
+        if doc_id is not None:
+            doc["_id"] = doc_id
+        return self.add_doc("callflow", doc)
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.node.ops_port}/metrics",
+                                    timeout=10) as reply:
+            return str(reply.read().decode())
 
     def cdrs(self) -> list[dict[str, Any]]:
         from store import NotFound

@@ -51,7 +51,28 @@ def pbx(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             "endpoints": [{"id": pbx.devices["2001"], "endpoint_type": "device", "timeout": 2},
                           {"id": pbx.devices["2002"], "endpoint_type": "device", "timeout": 2},
                           {"id": pbx.devices["2003"], "endpoint_type": "device", "timeout": 10}]}})
-        pbx.add_callflow(["2500"], _device(pbx, "2001"))
+        ring_2001 = pbx.add_callflow(["2500"], _device(pbx, "2001"))
+        # Patterns (longest match wins), set_cid, and a jump to another callflow.
+        pbx.add_callflow([], {"module": "set_cid", "data": {"caller_id_name": "Via Pattern",
+                                                            "caller_id_number": "5550000"},
+                              "children": {"_": {"module": "callflow",
+                                                 "data": {"id": ring_2001}}}},
+                         patterns=[r"^9(\d{4})$"])
+        pbx.add_callflow([], {"module": "response", "data": {"code": 503}},
+                         patterns=[r"^9"])
+        always = pbx.add_doc("temporal_rule", {
+            "name": "always", "cycle": "weekly", "interval": 1,
+            "wdays": ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
+                      "sunday"], "time_window_start": 0, "time_window_stop": 86400})
+        never = pbx.add_doc("temporal_rule", {"name": "never", "cycle": "weekly", "wdays": [],
+                                              "time_window_start": 0, "time_window_stop": 86400})
+        for number, rule in (("2600", always), ("2601", never)):
+            pbx.add_callflow([number], {
+                "module": "temporal_route", "data": {"rules": [rule], "timezone": "Europe/Paris"},
+                "children": {rule: {"module": "response", "data": {"code": 486}},
+                             "_": {"module": "response", "data": {"code": 503}}}})
+        pbx.add_callflow(["2700"], {"module": "callflow", "data": {"id": "loop-2700"}},
+                         doc_id="loop-2700")
         yield pbx
     finally:
         stop_pbx(pbx)
@@ -210,3 +231,55 @@ def test_ring_group_single_tries_in_order(pbx: PBX, tmp_path: Path, phones: list
     first, second = sorted(tried, key=lambda c: c["timestamp"])
     assert first["custom_channel_vars"]["Authorizing-ID"] == pbx.devices["2001"]
     assert second["custom_channel_vars"]["Authorizing-ID"] == pbx.devices["2002"]
+
+
+def _caller_ends(pbx: PBX, tmp_path: Path, phones: list[Phone], number: str,
+                 timeout: float = 20.0) -> dict[str, object]:
+    caller = Phone(pbx, "1001", tmp_path, record=False)
+    phones.append(caller)
+    caller.registered()
+    caller.call(number, REALM)
+    return caller.state("DISCONNECTED", timeout=timeout)
+
+
+def test_pattern_longest_match_set_cid_and_jump(pbx: PBX, tmp_path: Path,
+                                                 phones: list[Phone]) -> None:
+    p = _phones(pbx, tmp_path, phones, **{"1001": {"record": False},
+                                          "2001": {"answer_after": 0.3, "record": False}})
+    # "91234" matches both ^9 and ^9(\d{4})$: the longer match routes it.
+    p["1001"].call("91234", REALM)
+    incoming = p["2001"].incoming()
+    assert "5550000" in str(incoming["remote"]) and "Via Pattern" in str(incoming["remote"])
+    a_call_id = p["1001"].state("CONFIRMED")["call_id"]
+    p["1001"].send(cmd="hangup")
+    p["2001"].state("DISCONNECTED")
+    _, b_leg = pbx.legs_of(a_call_id)
+    assert b_leg["caller_id_number"] == "5550000"
+
+
+def test_shorter_pattern_and_response(pbx: PBX, tmp_path: Path, phones: list[Phone]) -> None:
+    assert _caller_ends(pbx, tmp_path, phones, "9123")["code"] == 503
+
+
+def test_temporal_route_branches_on_the_matching_rule(pbx: PBX, tmp_path: Path,
+                                                      phones: list[Phone]) -> None:
+    assert _caller_ends(pbx, tmp_path, phones, "2600")["code"] == 486
+    assert _caller_ends(pbx, tmp_path, phones, "2601")["code"] == 503
+
+
+def test_loop_guard_ends_a_callflow_that_jumps_to_itself(pbx: PBX, tmp_path: Path,
+                                                        phones: list[Phone]) -> None:
+    ended = _caller_ends(pbx, tmp_path, phones, "2700")
+    assert ended["code"] == 480
+
+
+def test_unknown_number_gets_604_and_metrics(pbx: PBX, tmp_path: Path, phones: list[Phone]) -> None:
+    ended = _caller_ends(pbx, tmp_path, phones, "55512345678")
+    assert ended["code"] == 604
+    cdr = pbx.cdr(str(ended["call_id"]))
+    assert cdr["hangup_cause"] == "NO_ROUTE_DESTINATION"
+    text = pbx.metrics()
+    for name in ("mirliton_calls_active", 'mirliton_call_attempts_total{result="no_route"}',
+                 'mirliton_call_attempts_total{result="answered"}',
+                 "mirliton_call_setup_seconds_bucket", "mirliton_route_req_seconds_count"):
+        assert name in text, name
