@@ -113,5 +113,7 @@ class EdgeContext:
             runner.flush()
 
     def bindings_changed(self, delta: int) -> None:
+        if not delta:
+            return
         self.bindings_held += delta
         REGISTRATIONS.set(self.bindings_held)

@@ -16,11 +16,12 @@ Guards 2-4 and authentication are skipped for ``edge.trusted_cidrs``. Guards run
 transaction layer, so a dropped request leaves no state behind; retransmissions of a request
 being handled skip them and are absorbed (or answered again) by its transaction.
 
-Then by method: OPTIONS is answered ``200 Rawr!!`` (Kazoo's); REGISTER is challenged (401,
-the same for every user: no enumeration) and, with credentials, authenticated in a greenlet of
-a bounded pool - credentials from the cache or an ``authn_req`` on the bus, digest verified
-here, failures counted towards the lockout (403 + Retry-After) - and handed to its AOR's
-registration actor; INVITE is challenged with 407 and, authenticated, answered 480 until a
+Then by method: OPTIONS is answered ``200 Rawr!!`` (Kazoo's) and a REGISTER without
+credentials is challenged (401, the same for every user: no enumeration), both statelessly;
+a REGISTER with credentials is authenticated - credentials from the cache (inline) or an
+``authn_req`` on the bus (in a greenlet of a bounded pool), digest verified here, failures
+counted towards the lockout (403 + Retry-After) - and handed to its AOR's registration
+actor, which answers it; INVITE is challenged with 407 and, authenticated, answered 480 until a
 calls role takes calls; in-dialog requests get 481, other known methods 405, unknown 501.
 """
 
@@ -296,7 +297,32 @@ class EdgeSipActor(Actor):
         elif max_forwards == 0 and method != "OPTIONS":
             self._send_stateless(self._stateless_response(request, source, 483), source, transport)
             return
+        if request.to.tag is None:
+            # Answered statelessly, as Kazoo's Kamailio does (sl_send_reply, auth_challenge
+            # before t_newtran): OPTIONS pings and the first, credential-less REGISTER of every
+            # registration leave no transaction behind; a retransmission is simply answered
+            # again (a REGISTER with a fresh nonce).
+            if method == "OPTIONS":
+                self._send_stateless(self._options_response(request, source), source, transport)
+                return
+            if method == "REGISTER" and not trusted and "authorization" not in request.headers:
+                self._send_stateless(self._challenge_response(request, source), source, transport)
+                return
         self.runner.on_message(request, source, transport)
+
+    def _options_response(self, request: Request, source: tuple[str, int] | None = None) -> Response:
+        response = (make_response(request, 200, "Rawr!!", to_tag=generate_tag()) if source is None
+                    else self._stateless_response(request, source, 200, "Rawr!!"))
+        response.headers.add("Allow", ALLOW)
+        response.headers.add("Accept", "application/sdp")
+        return response
+
+    def _challenge_response(self, request: Request, source: tuple[str, int]) -> Response:
+        response = self._stateless_response(request, source, 401)
+        realm = self._realm(request, proxy=False)
+        for name, value in self.ctx.digest.challenge_headers(realm, time.time()):
+            response.headers.add(name, value)
+        return response
 
     def _drop(self, reason: str, request: Request, source: tuple[str, int]) -> None:
         DROPPED.labels(reason=reason).inc()
@@ -328,10 +354,7 @@ class EdgeSipActor(Actor):
         method = request.method
         trusted = self.ctx.trusted.contains(event.source[0])
         if method == "OPTIONS":
-            response = make_response(request, 200, "Rawr!!", to_tag=generate_tag())
-            response.headers.add("Allow", ALLOW)
-            response.headers.add("Accept", "application/sdp")
-            self.ctx.respond(event.transaction, response)
+            self.ctx.respond(event.transaction, self._options_response(request))
         elif method == "REGISTER":
             self._on_register(event, trusted)
         elif method in AUTHORIZED_METHODS and request.to.tag is None:

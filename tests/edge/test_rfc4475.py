@@ -127,7 +127,7 @@ def test_torture_message_over_udp(edge: EdgeNode, probe: SipProbe, name: str) ->
     if name in SAME_TRANSACTION_AS:
         call_ids.add(raw_call_id((RFC4475_DIR / SAME_TRANSACTION_AS[name]).read_bytes()))
     probe.send(data)
-    answer = probe.receive(timeout=1.0 if expected is None else 5.0,
+    answer = probe.receive(timeout=1.0 if expected is None else 15.0,
                            call_id={c for c in call_ids if c is not None} or None)
     if expected is None:
         assert answer is None, f"{name}: expected no answer, got {answer}"
@@ -147,5 +147,5 @@ def test_torture_message_over_udp(edge: EdgeNode, probe: SipProbe, name: str) ->
     options = probe.request("OPTIONS", "sip:rfc4475.example.com",
                             from_uri="sip:checker@rfc4475.example.com")
     probe.send(options)
-    alive = probe.receive(timeout=5.0, call_id=options.call_id)
+    alive = probe.receive(timeout=15.0, call_id=options.call_id)
     assert alive is not None and alive.status == 200
