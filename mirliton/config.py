@@ -123,6 +123,19 @@ class CallsSection(_Section):
     reg_query_timeout: float = Field(default=0.5, gt=0)
 
 
+class MediaSection(_Section):
+    """The media engine of the calls shards (actors/media): RTP ports and addresses."""
+
+    # Where RTP sockets bind, and the address put in SDP (empty: bind_address, or 127.0.0.1
+    # when binding to every interface).
+    bind_address: str = "127.0.0.1"
+    advertise_address: str = ""
+    # Even ports of this range carry RTP (the odd one above each is left for RTCP); shared by
+    # the shards of a node, each takes whichever free port it binds first.
+    rtp_port_min: int = Field(default=16384, ge=1024, le=65535)
+    rtp_port_max: int = Field(default=32767, ge=1024, le=65535)
+
+
 class HttpSection(_Section):
     listen: str = "127.0.0.1:8000"
 
@@ -156,6 +169,7 @@ class Config(_Section):
     edge: EdgeSection = Field(default_factory=EdgeSection)
     registrar: RegistrarSection = Field(default_factory=RegistrarSection)
     calls: CallsSection = Field(default_factory=CallsSection)
+    media: MediaSection = Field(default_factory=MediaSection)
     http: HttpSection = Field(default_factory=HttpSection)
     ops: OpsSection = Field(default_factory=OpsSection)
     log: LogSection = Field(default_factory=LogSection)

@@ -1,0 +1,884 @@
+"""The media engine of a calls shard: RTP streams for anchored call legs, one clock for all.
+
+One :class:`MediaEngine` per process (per calls shard). It owns the RTP port range and one
+gevent greenlet, the *clock*, that wakes every 20 ms and does the periodic work of every
+stream that has some: the next frame of a prompt or tone, the next RFC 4733 packet of a key
+press, one frame out of the jitter buffer for a recording or a conference, the conference
+mix, timeouts. No stream has a greenlet of its own: sockets are watched by libev io watchers
+whose callbacks read every queued datagram at once, so a relayed packet (a bridge) leaves the
+moment it arrives instead of waiting for the next tick.
+
+A call leg uses it like this (events go to ``owner``: an :class:`~actors.kernel.ActorRef`
+or any callable taking one event)::
+
+    stream = engine.open_stream(owner=self.ref)           # binds an even port of the range
+    answer = build_answer(offer, stream.local_media())    # our port in the SDP
+    stream.set_remote_from(answer.streams[0])             # far end, codec, telephone-event
+    op = stream.play("/path/prompt.wav", terminators="#") # -> PlaybackFinished(op_id=op)
+    stream.collect_dtmf(max_digits=4, terminators="#")    # -> DigitsCollected
+    stream.record(path, time_limit=120, silence_seconds=5)# -> RecordingStarted/Finished
+    engine.bridge(stream, other_stream)                   # relay both ways
+    engine.conference("room").join(stream)                # mix
+    stream.close()                                        # ends what runs (reason "closed")
+
+Everything here runs in the one gevent hub of the process: io callbacks and the clock never
+run at the same time, so streams need no locks. Owner callbacks are called from the clock
+greenlet (never from an io callback) and must not block: an ActorRef's ``send`` is right.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gevent
+import numpy as np
+
+from actors.media.audio import Pcm, WavWriter, load_audio
+from actors.media.events import (
+    DigitsCollected,
+    DtmfReceived,
+    MediaEvent,
+    MediaTimeout,
+    PlaybackFinished,
+    RecordingFinished,
+    RecordingStarted,
+    RemoteLatched,
+)
+from actors.media.ports import PortAllocator
+from protocols.rtp.dtmf import DtmfReceiver, DtmfSender
+from protocols.rtp.g711 import decode, encode
+from protocols.rtp.jitter import JitterBuffer
+from protocols.rtp.packet import RtpError, is_rtcp, parse_rtp
+from protocols.rtp.sequence import ReceptionStats, seq_delta, ts_delta
+from protocols.rtp.tones import SAMPLES_PER_FRAME, ToneGenerator, ToneSpec
+from protocols.sdp import PCMA, PCMU, TELEPHONE_EVENT, Codec, LocalMedia, NegotiatedStream
+
+__all__ = ["Conference", "MediaEngine", "MediaStream", "Owner"]
+
+log = logging.getLogger("mirliton.media")
+
+TICK = 0.020  # one 20 ms frame
+_HEADER = struct.Struct("!BBHII")
+_SILENCE = np.zeros(SAMPLES_PER_FRAME, dtype=np.int16)
+_STATIC_PAYLOAD_TYPES = {0: "PCMU", 8: "PCMA"}
+
+Owner = Callable[[MediaEvent], None]
+
+
+def _as_owner(owner: Any) -> Owner | None:
+    if owner is None:
+        return None
+    send = getattr(owner, "send", None)
+    if callable(send):
+        return send  # type: ignore[no-any-return]
+    if callable(owner):
+        return owner  # type: ignore[no-any-return]
+    raise TypeError("owner must be an ActorRef (with send) or a callable")
+
+
+# -- operations -------------------------------------------------------------------------------
+
+
+class _Player:
+    """Frames of a prompt, ``loops`` times (0: until stopped)."""
+
+    kind = "play"
+
+    def __init__(self, op_id: int, pcm: Pcm, loops: int, terminators: str) -> None:
+        self.op_id = op_id
+        self.pcm = pcm
+        self.loops = loops
+        self.terminators = terminators
+        self._position = 0
+        self._played = 0
+
+    def next_frame(self) -> Pcm | None:
+        if len(self.pcm) == 0:
+            return None
+        if self._position >= len(self.pcm):
+            self._played += 1
+            if self.loops and self._played >= self.loops:
+                return None
+            self._position = 0
+        frame = self.pcm[self._position:self._position + SAMPLES_PER_FRAME]
+        self._position += SAMPLES_PER_FRAME
+        if len(frame) < SAMPLES_PER_FRAME:
+            frame = np.concatenate([frame, _SILENCE[: SAMPLES_PER_FRAME - len(frame)]])
+        return frame
+
+
+class _Tone:
+    kind = "tone"
+
+    def __init__(self, op_id: int, spec: ToneSpec, frames_left: int | None, terminators: str):
+        self.op_id = op_id
+        self.generator = ToneGenerator(spec)
+        self.frames_left = frames_left
+        self.terminators = terminators
+
+    def next_frame(self) -> Pcm | None:
+        if self.frames_left is not None:
+            if self.frames_left <= 0:
+                return None
+            self.frames_left -= 1
+        return self.generator.next_frame()
+
+
+class _DtmfOut:
+    """RFC 4733 key presses, one after the other, with a gap of silence between them."""
+
+    kind = "dtmf"
+    terminators = ""
+
+    def __init__(self, op_id: int, digits: str, duration_ms: int, gap_ms: int) -> None:
+        self.op_id = op_id
+        self.digits = deque(digits)
+        self.duration_ms = duration_ms
+        self.gap_frames = max(1, gap_ms // 20)
+        self.sender: DtmfSender | None = None
+        self.gap = 0
+
+
+class _Collector:
+    def __init__(
+        self, op_id: int, max_digits: int, terminators: str, timeout: float,
+        inter_digit_timeout: float, now: float,
+    ) -> None:
+        self.op_id = op_id
+        self.max_digits = max_digits
+        self.terminators = terminators
+        self.timeout = timeout
+        self.inter_digit_timeout = inter_digit_timeout
+        self.digits = ""
+        self.deadline = now + timeout
+
+
+class _Recorder:
+    def __init__(
+        self, op_id: int, writer: WavWriter, time_limit: float, terminators: str,
+        silence_threshold: int, silence_seconds: float | None,
+    ) -> None:
+        self.op_id = op_id
+        self.writer = writer
+        self.max_samples = int(time_limit * 8000) if time_limit > 0 else None
+        self.terminators = terminators
+        self.silence_threshold = silence_threshold
+        self.silence_frames_needed = (
+            int(silence_seconds / TICK) if silence_seconds and silence_seconds > 0 else None
+        )
+        self.silent_frames = 0
+
+
+# -- streams ----------------------------------------------------------------------------------
+
+
+class MediaStream:
+    """One anchored RTP stream: a UDP port of the range, the far end, the codec.
+
+    Symmetric RTP (``latch=True``): the first packet from an address other than the SDP's
+    makes the stream send there (a phone behind NAT); later packets from yet another address
+    are dropped until :meth:`set_remote` is called again (a re-INVITE), so nobody can take the
+    stream over by spraying packets at the port.
+    """
+
+    _ids = itertools.count(1)
+
+    def __init__(self, engine: MediaEngine, sock: Any, owner: Owner | None, *, latch: bool,
+                 rtp_timeout: float | None, jitter_depth: int) -> None:
+        self.id = next(self._ids)
+        self.engine = engine
+        self._sock = sock
+        self.local_address: tuple[str, int] = sock.getsockname()[:2]
+        self._owner = owner
+        self.latch = latch
+        self.rtp_timeout = rtp_timeout
+        self.remote: tuple[str, int] | None = None
+        self._latched = False
+        self.codec = "PCMU"
+        self.payload_type = 0
+        self.telephone_event_pt: int | None = 101
+        self.ssrc = random.getrandbits(32)
+        # Outgoing sequence/timestamp state; both start random (RFC 3550 5.1).
+        self._out_seq = random.getrandbits(16)
+        self._out_ts = random.getrandbits(32)
+        self._out_time: float | None = None
+        self._out_source: object = None  # who produced the last packet sent (rebase on change)
+        self._relay_map: tuple[int, int, int] | None = None  # (source ssrc, seq off, ts off)
+        self.in_stats: ReceptionStats | None = None
+        self._in_ssrc: int | None = None
+        self.jitter = JitterBuffer(jitter_depth)
+        self._dtmf = DtmfReceiver()
+        self._digits: deque[str] = deque(maxlen=32)  # received while nothing collected them
+        self._output: _Player | _Tone | _DtmfOut | None = None
+        self._collector: _Collector | None = None
+        self._recorder: _Recorder | None = None
+        self.peer: MediaStream | None = None
+        self.conference: Conference | None = None
+        self._last_in: Pcm = _SILENCE
+        self._last_rx = time.monotonic()
+        self._timed_out = False
+        self.closed = False
+        self._op_ids = itertools.count(1)
+        self.packets_received = 0
+        self.packets_sent = 0
+        self.packets_dropped = 0
+        hub = gevent.get_hub()
+        self._watcher = hub.loop.io(sock.fileno(), 1)
+        self._watcher.start(self._on_readable)
+
+    def __repr__(self) -> str:
+        return f"<MediaStream #{self.id} {self.local_address[0]}:{self.local_port}>"
+
+    # -- configuration --------------------------------------------------------------------
+
+    @property
+    def local_port(self) -> int:
+        return self.local_address[1]
+
+    def local_media(self, codecs: tuple[Codec, ...] = (PCMU, PCMA, TELEPHONE_EVENT),
+                    **fields: Any) -> LocalMedia:
+        """What to put in the SDP this leg sends: the engine's advertised address, our port."""
+        return LocalMedia(address=self.engine.advertise, audio_port=self.local_port,
+                          codecs=codecs, session_id=str(self.ssrc), **fields)
+
+    def set_remote(self, host: str, port: int, *, codec: str = "PCMU",
+                   payload_type: int | None = None,
+                   telephone_event_pt: int | None = 101) -> None:
+        """The far end as its SDP says; resets latching (a re-INVITE may move it)."""
+        codec = codec.upper()
+        if codec not in ("PCMU", "PCMA"):
+            raise ValueError(f"unsupported codec {codec}")
+        self.remote = (host, port) if host and port else None
+        self._latched = False
+        self.codec = codec
+        self.payload_type = payload_type if payload_type is not None else (
+            0 if codec == "PCMU" else 8)
+        self.telephone_event_pt = telephone_event_pt
+
+    def set_remote_from(self, negotiated: NegotiatedStream) -> None:
+        """The far end from offer/answer (``build_answer(...).streams[0]`` or
+        ``process_answer``)."""
+        self.set_remote(
+            negotiated.remote_address, negotiated.remote_port,
+            codec=negotiated.codec.encoding, payload_type=negotiated.codec.payload_type,
+            telephone_event_pt=(negotiated.telephone_event.payload_type
+                                if negotiated.telephone_event else None),
+        )
+
+    # -- operations -----------------------------------------------------------------------
+
+    def play(self, source: str | Path | bytes | Pcm, *, loops: int = 1,
+             terminators: str = "", encoding: str | None = None) -> int:
+        """Play a prompt (see :func:`load_audio` for the formats); replaces what was playing."""
+        pcm = load_audio(source, encoding=encoding)
+        return self._start_output(lambda op: _Player(op, pcm, loops, terminators))
+
+    def tone(self, spec: ToneSpec, *, duration: float | None = None,
+             terminators: str = "") -> int:
+        """Generate a tone (``RINGBACK``, ``BUSY``, ``dtmf_tone("123")``, ...); ``duration``
+        in seconds bounds an endless cadence."""
+        frames = None if duration is None else max(1, int(round(duration / TICK)))
+        return self._start_output(lambda op: _Tone(op, spec, frames, terminators))
+
+    def send_dtmf(self, digits: str, *, duration_ms: int = 100, gap_ms: int = 60) -> int:
+        """Send key presses as RFC 4733 events (the far end must have offered
+        telephone-event)."""
+        if self.telephone_event_pt is None:
+            raise ValueError("the far end takes no telephone-event")
+        for d in digits:
+            if d.upper() not in "0123456789*#ABCD":
+                raise ValueError(f"{d!r} is not a DTMF digit")
+        return self._start_output(lambda op: _DtmfOut(op, digits.upper(), duration_ms, gap_ms))
+
+    def stop_playback(self) -> None:
+        self._end_output("stopped")
+
+    @property
+    def playing(self) -> bool:
+        return self._output is not None
+
+    def collect_dtmf(self, *, max_digits: int = 1, terminators: str = "#",
+                     timeout: float = 5.0, inter_digit_timeout: float = 3.0,
+                     use_buffered: bool = True) -> int:
+        """Collect up to ``max_digits`` key presses. ``timeout``: for the first digit;
+        ``inter_digit_timeout``: between the next ones. With ``use_buffered`` digits pressed
+        before (e.g. the one that stopped a menu prompt) count first; else they are dropped."""
+        if max_digits < 1:
+            raise ValueError("max_digits must be >= 1")
+        self._end_collect("stopped")
+        op = next(self._op_ids)
+        now = time.monotonic()
+        self._collector = _Collector(op, max_digits, terminators, timeout,
+                                     inter_digit_timeout, now)
+        buffered = list(self._digits)
+        self._digits.clear()
+        if use_buffered:
+            for digit in buffered:
+                if self._collector is None or self._collector.op_id != op:
+                    break
+                self._collect(digit, now)
+        self.engine._activate(self)
+        return op
+
+    def stop_collect(self) -> None:
+        self._end_collect("stopped")
+
+    def flush_digits(self) -> str:
+        """Drop (and return) the digits received while nothing was collecting."""
+        digits = "".join(self._digits)
+        self._digits.clear()
+        return digits
+
+    def record(self, path: str | Path, *, time_limit: float = 3600.0, terminators: str = "",
+               silence_threshold: int = 200, silence_seconds: float | None = None) -> int:
+        """Record what the far end sends to a WAV (8 kHz mono 16-bit) at ``path``.
+
+        Ends at ``time_limit`` seconds, on a terminator digit, after ``silence_seconds`` of
+        consecutive frames whose mean absolute level is under ``silence_threshold`` (16-bit
+        scale; 200 is about -44 dBFS), on :meth:`stop_record`, or when the stream closes (the
+        recording is kept). The file appears at ``path`` only once complete.
+        """
+        self._end_record("stopped")
+        op = next(self._op_ids)
+        writer = WavWriter(path)
+        self._recorder = _Recorder(op, writer, time_limit, terminators, silence_threshold,
+                                   silence_seconds)
+        self.jitter.reset()
+        self.engine._activate(self)
+        self._emit(RecordingStarted(self.id, op, writer.path))
+        return op
+
+    def stop_record(self, *, discard: bool = False) -> None:
+        self._end_record("stopped", discard=discard)
+
+    @property
+    def recording(self) -> bool:
+        return self._recorder is not None
+
+    def close(self) -> None:
+        """Stop everything (events with reason ``closed``), leave bridge and conference,
+        release the port."""
+        if self.closed:
+            return
+        self._end_output("closed")
+        self._end_collect("closed")
+        self._end_record("closed")
+        if self.peer is not None:
+            self.engine.unbridge(self)
+        if self.conference is not None:
+            self.conference.leave(self)
+        self.closed = True
+        self._watcher.stop()
+        self.engine._forget(self)
+        self._sock.close()
+
+    # -- internals: operations ------------------------------------------------------------
+
+    def _start_output(self, make: Callable[[int], Any]) -> int:
+        self._end_output("stopped")
+        op = next(self._op_ids)
+        self._output = make(op)
+        self.engine._activate(self)
+        return op
+
+    def _end_output(self, reason: str, digit: str | None = None) -> None:
+        output = self._output
+        if output is None:
+            return
+        self._output = None
+        self._emit(PlaybackFinished(self.id, output.op_id, output.kind, reason, digit))
+
+    def _end_collect(self, reason: str, terminator: str | None = None) -> None:
+        collector = self._collector
+        if collector is None:
+            return
+        self._collector = None
+        self._emit(DigitsCollected(self.id, collector.op_id, collector.digits, reason,
+                                   terminator))
+
+    def _end_record(self, reason: str, digit: str | None = None, *,
+                    discard: bool = False) -> None:
+        recorder = self._recorder
+        if recorder is None:
+            return
+        self._recorder = None
+        writer = recorder.writer
+        if discard:
+            writer.discard()
+        else:
+            writer.close()
+        self._emit(RecordingFinished(self.id, recorder.op_id, writer.path, writer.seconds,
+                                     reason, digit, discard))
+
+    def _emit(self, event: MediaEvent) -> None:
+        self.engine._queue_event(self, event)
+
+    def _on_digit(self, digit: str, duration: int, now: float) -> None:
+        self._emit(DtmfReceived(self.id, digit, duration // 8))
+        output = self._output
+        stopped_output = False
+        if output is not None and digit in output.terminators:
+            self._end_output("terminator", digit)
+            stopped_output = True
+        recorder = self._recorder
+        if recorder is not None and digit in recorder.terminators:
+            self._end_record("terminator", digit)
+            return  # the digit that ends a recording is not an answer to anything
+        if self._collector is not None:
+            self._collect(digit, now)
+        elif stopped_output or len(self._digits) < (self._digits.maxlen or 32):
+            self._digits.append(digit)
+
+    def _collect(self, digit: str, now: float) -> None:
+        collector = self._collector
+        assert collector is not None
+        if digit in collector.terminators:
+            self._end_collect("terminator", digit)
+            return
+        collector.digits += digit
+        if len(collector.digits) >= collector.max_digits:
+            self._end_collect("max_digits")
+            return
+        collector.deadline = now + collector.inter_digit_timeout
+
+    # -- internals: receiving (io watcher callback, in the hub) ---------------------------
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        for _ in range(64):  # bounded, so one flooded port cannot starve the rest
+            try:
+                data, source = sock.recvfrom(2048)
+            except BlockingIOError:
+                return
+            except OSError:
+                # ICMP port unreachable from an earlier send, or the socket closed under us.
+                if self.closed:
+                    return
+                continue
+            try:
+                self._on_datagram(data, source)
+            except Exception:  # one bad packet or bug must not stop the watcher
+                log.exception("media stream %s: packet handling failed", self.id)
+
+    def _on_datagram(self, data: bytes, source: tuple[str, int]) -> None:
+        if len(data) < 12 or data[0] >> 6 != 2:
+            self.packets_dropped += 1
+            return
+        if is_rtcp(data):
+            return  # RTCP muxed on the RTP port (RFC 5761): nothing we act on yet
+        address = (source[0], source[1])
+        if address != self.remote:
+            if self.latch and not self._latched:
+                self.remote = address
+                self._latched = True
+                self._emit(RemoteLatched(self.id, address))
+            elif self.remote is not None:
+                self.packets_dropped += 1
+                return
+            else:
+                self.remote = address
+        elif self.latch:
+            self._latched = True
+        now = time.monotonic()
+        self._last_rx = now
+        self._timed_out = False
+        self.packets_received += 1
+        _, second, seq, ts, ssrc = _HEADER.unpack_from(data)
+        payload_type = second & 0x7F
+        if ssrc != self._in_ssrc:
+            self._in_ssrc = ssrc
+            self.in_stats = ReceptionStats()
+        assert self.in_stats is not None
+        self.in_stats.update(seq, ts, now)
+        peer = self.peer
+        if payload_type == self.telephone_event_pt:
+            try:
+                packet = parse_rtp(data)
+            except RtpError:
+                return
+            for digit in self._dtmf.receive(packet.payload, ts, packet.marker, now):
+                self._on_digit(digit.digit, digit.duration, now)
+            if peer is not None and peer.telephone_event_pt is not None:
+                peer._relay(data, ssrc, seq, ts, peer.telephone_event_pt, None, now)
+            return
+        if peer is not None:
+            peer._relay(data, ssrc, seq, ts, peer.payload_type,
+                        self.codec if self.codec != peer.codec else None, now)
+        if self._recorder is not None or self.conference is not None:
+            try:
+                packet = parse_rtp(data)
+            except RtpError:
+                return
+            self.jitter.push(seq, ts, packet.payload, now, payload_type)
+
+    def _relay(self, data: bytes, ssrc: int, seq: int, ts: int, payload_type: int,
+               transcode_from: str | None, now: float) -> None:
+        """Send a packet the bridged peer received, as ours: our SSRC, sequence numbers and
+        timestamps continuing ours (RFC 3550 7: a translator rewriting the source)."""
+        if self._output is not None or self.remote is None or self.closed:
+            return  # a prompt or tone to this side takes precedence over the other side
+        mapping = self._relay_map
+        if mapping is None or mapping[0] != ssrc or self._out_source is not mapping:
+            # A new source (or our own frames in between): continue our numbering from here.
+            elapsed = 0 if self._out_time is None else int((now - self._out_time) * 8000)
+            mapping = (ssrc, (self._out_seq + 1 - seq) & 0xFFFF,
+                       (self._out_ts + max(SAMPLES_PER_FRAME, elapsed) - ts) & 0xFFFFFFFF)
+            self._relay_map = mapping
+            self._out_source = mapping
+            marker = 0x80
+        else:
+            marker = data[1] & 0x80
+        out_seq = (seq + mapping[1]) & 0xFFFF
+        out_ts = (ts + mapping[2]) & 0xFFFFFFFF
+        header = _HEADER.pack(data[0], marker | payload_type, out_seq, out_ts, self.ssrc)
+        if transcode_from is None:
+            packet = header + data[12:]
+        else:
+            try:
+                parsed = parse_rtp(data)
+            except RtpError:
+                return
+            pcm = decode(transcode_from, parsed.payload)
+            packet = _HEADER.pack(0x80, marker | payload_type, out_seq, out_ts, self.ssrc) \
+                + encode(self.codec, pcm)
+        if seq_delta(out_seq, self._out_seq) > 0:
+            self._out_seq = out_seq
+        if ts_delta(out_ts, self._out_ts) > 0:
+            self._out_ts = out_ts
+        self._out_time = now
+        self._send(packet)
+
+    def _send(self, packet: bytes) -> None:
+        try:
+            self._sock.sendto(packet, self.remote)
+            self.packets_sent += 1
+        except (BlockingIOError, OSError):
+            self.packets_dropped += 1  # UDP: a full buffer or an ICMP error drops the packet
+
+    def _send_frame(self, payload: bytes, payload_type: int, *, timestamp: int | None = None,
+                    marker: bool = False, advance: int = SAMPLES_PER_FRAME,
+                    now: float) -> None:
+        """Send one packet we produced (prompt, tone, mix, DTMF)."""
+        if self.remote is None:
+            return
+        if self._out_source is not self:
+            # Switching from relayed packets to our own: a new talkspurt at wall-clock time.
+            elapsed = 0 if self._out_time is None else int((now - self._out_time) * 8000)
+            self._out_ts = (self._out_ts + max(SAMPLES_PER_FRAME, elapsed)) & 0xFFFFFFFF
+            self._out_source = self
+            marker = True
+        else:
+            self._out_ts = (self._out_ts + advance) & 0xFFFFFFFF
+        self._out_seq = (self._out_seq + 1) & 0xFFFF
+        ts = self._out_ts if timestamp is None else timestamp
+        header = _HEADER.pack(0x80, (0x80 if marker else 0) | payload_type, self._out_seq,
+                              ts, self.ssrc)
+        self._out_time = now
+        self._send(header + payload)
+
+    # -- internals: the clock -------------------------------------------------------------
+
+    def _needs_tick(self) -> bool:
+        return (self._output is not None or self._collector is not None
+                or self._recorder is not None or self.conference is not None
+                or self._dtmf._current is not None or self.rtp_timeout is not None)
+
+    def _tick_in(self, now: float) -> None:
+        """Inbound half of a tick: timeouts, the jitter buffer frame for recorder/mixer."""
+        for digit in self._dtmf.poll(now):
+            self._on_digit(digit.digit, digit.duration, now)
+        collector = self._collector
+        if collector is not None and now >= collector.deadline:
+            self._end_collect("timeout")
+        if (self.rtp_timeout is not None and not self._timed_out
+                and now - self._last_rx >= self.rtp_timeout):
+            self._timed_out = True
+            self._emit(MediaTimeout(self.id, self.rtp_timeout))
+        if self._recorder is None and self.conference is None:
+            return
+        frame = self.jitter.pop()
+        pcm = _SILENCE
+        if frame is not None and frame.payload is not None:
+            codec = _STATIC_PAYLOAD_TYPES.get(frame.payload_type or 0, self.codec)
+            if frame.payload_type == self.payload_type:
+                codec = self.codec
+            pcm = decode(codec, frame.payload)
+            if len(pcm) != SAMPLES_PER_FRAME:
+                pcm = np.resize(pcm, SAMPLES_PER_FRAME) if len(pcm) else _SILENCE
+        self._last_in = pcm
+        recorder = self._recorder
+        if recorder is not None:
+            self._record_frame(recorder, pcm)
+
+    def _record_frame(self, recorder: _Recorder, pcm: Pcm) -> None:
+        limit = recorder.max_samples
+        writer = recorder.writer
+        if limit is not None and writer.samples + len(pcm) > limit:
+            pcm = pcm[: max(0, limit - writer.samples)]
+        if len(pcm):
+            writer.write(pcm)
+        if limit is not None and writer.samples >= limit:
+            self._end_record("time_limit")
+            return
+        if recorder.silence_frames_needed is not None:
+            level = int(np.abs(pcm.astype(np.int32)).mean()) if len(pcm) else 0
+            if level < recorder.silence_threshold:
+                recorder.silent_frames += 1
+                if recorder.silent_frames >= recorder.silence_frames_needed:
+                    self._end_record("silence")
+            else:
+                recorder.silent_frames = 0
+
+    def _tick_out(self, now: float) -> bool:
+        """Outbound half: the next frame of what plays; True when it sent something."""
+        output = self._output
+        if output is None:
+            return False
+        if isinstance(output, _DtmfOut):
+            return self._tick_dtmf(output, now)
+        frame = output.next_frame()
+        if frame is None:
+            self._end_output("done")
+            return False
+        self._send_frame(encode(self.codec, frame), self.payload_type, now=now)
+        return True
+
+    def _tick_dtmf(self, output: _DtmfOut, now: float) -> bool:
+        assert self.telephone_event_pt is not None
+        if output.sender is None:
+            if output.gap > 0:
+                output.gap -= 1
+                self._send_frame(encode(self.codec, _SILENCE), self.payload_type, now=now)
+                return True
+            if not output.digits:
+                self._end_output("done")
+                return False
+            start = (self._out_ts + SAMPLES_PER_FRAME) & 0xFFFFFFFF
+            output.sender = DtmfSender(output.digits.popleft(), start,
+                                       duration_ms=output.duration_ms)
+        sender = output.sender
+        packet = sender.next_packet()
+        if packet is None:  # cannot happen: a finished sender is dropped below
+            output.sender = None
+            return False
+        # All packets of an event carry its start timestamp; the audio clock advances under it.
+        self._send_frame(packet.payload, self.telephone_event_pt, timestamp=packet.timestamp,
+                         marker=packet.marker, now=now)
+        if sender.done:
+            output.sender = None
+            output.gap = output.gap_frames
+        return True
+
+
+# -- conference -------------------------------------------------------------------------------
+
+
+class Conference:
+    """Everyone hears everyone else: each member gets the sum of all members' audio minus
+    their own, clipped to 16 bits (saturation, not wrap-around)."""
+
+    def __init__(self, engine: MediaEngine, name: str) -> None:
+        self.engine = engine
+        self.name = name
+        self.members: list[MediaStream] = []
+
+    def join(self, stream: MediaStream) -> None:
+        if stream.peer is not None:
+            raise ValueError("a bridged stream cannot join a conference; unbridge it first")
+        if stream.conference is not None and stream.conference is not self:
+            stream.conference.leave(stream)
+        if stream not in self.members:
+            self.members.append(stream)
+            stream.conference = self
+            stream.jitter.reset()
+            self.engine._activate(stream)
+
+    def leave(self, stream: MediaStream) -> None:
+        if stream in self.members:
+            self.members.remove(stream)
+        if stream.conference is self:
+            stream.conference = None
+        if not self.members:
+            self.engine._conferences.pop(self.name, None)
+
+    def mix(self, now: float) -> None:
+        members = self.members
+        if not members:
+            return
+        inputs = np.stack([m._last_in for m in members]).astype(np.int32)
+        total = inputs.sum(axis=0)
+        mixed = np.clip(total - inputs, -32768, 32767).astype(np.int16)
+        for member, pcm in zip(members, mixed, strict=True):
+            if member._output is None:
+                member._send_frame(encode(member.codec, pcm), member.payload_type, now=now)
+
+
+# -- the engine -------------------------------------------------------------------------------
+
+
+class MediaEngine:
+    """The media of one process: RTP port range, streams, bridges, conferences, one clock.
+
+    ``host`` is where the sockets bind; ``advertise`` the address put in SDP (defaults to
+    ``host``, or 127.0.0.1 when binding to every interface).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port_min: int = 16384, port_max: int = 32767,
+                 *, advertise: str | None = None, jitter_depth: int = 2) -> None:
+        self.host = host
+        self.advertise = advertise or (host if host not in ("0.0.0.0", "::") else "127.0.0.1")
+        self.ports = PortAllocator(host, port_min, port_max)
+        self.jitter_depth = jitter_depth
+        self._streams: dict[int, MediaStream] = {}
+        self._active: dict[int, MediaStream] = {}
+        self._conferences: dict[str, Conference] = {}
+        self._events: list[tuple[MediaStream, MediaEvent]] = []
+        self._clock: gevent.Greenlet | None = None
+        self._running = False
+        self.ticks = 0
+        self.late_ticks = 0  # ticks that started more than one frame after they were due
+
+    @classmethod
+    def from_config(cls, media: Any) -> MediaEngine:
+        """From the ``media`` section of mirliton's Config."""
+        return cls(media.bind_address, media.rtp_port_min, media.rtp_port_max,
+                   advertise=media.advertise_address or None)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> MediaEngine:
+        if self._clock is None:
+            self._running = True
+            self._clock = gevent.spawn(self._run)
+        return self
+
+    def stop(self) -> None:
+        self._running = False
+        for stream in list(self._streams.values()):
+            stream.close()
+        self._deliver()
+        if self._clock is not None:
+            self._clock.kill(block=False)
+            self._clock = None
+
+    def __enter__(self) -> MediaEngine:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- streams ----------------------------------------------------------------------------
+
+    def open_stream(self, owner: Any = None, *, latch: bool = True,
+                    rtp_timeout: float | None = None) -> MediaStream:
+        """A stream on the next free even port; events go to ``owner``."""
+        sock = self.ports.bind()
+        stream = MediaStream(self, sock, _as_owner(owner), latch=latch,
+                             rtp_timeout=rtp_timeout, jitter_depth=self.jitter_depth)
+        self._streams[stream.id] = stream
+        if rtp_timeout is not None:
+            self._activate(stream)
+        return stream
+
+    @property
+    def streams(self) -> list[MediaStream]:
+        return list(self._streams.values())
+
+    def bridge(self, a: MediaStream, b: MediaStream) -> None:
+        """Relay a's packets to b and b's to a (DTMF as RFC 4733, transcoding PCMU<->PCMA
+        when the two sides differ)."""
+        if a is b:
+            raise ValueError("cannot bridge a stream to itself")
+        for stream in (a, b):
+            if stream.closed:
+                raise ValueError(f"{stream} is closed")
+            if stream.conference is not None:
+                stream.conference.leave(stream)
+            if stream.peer is not None and stream.peer not in (a, b):
+                self.unbridge(stream)
+        a.peer, b.peer = b, a
+
+    def unbridge(self, stream: MediaStream) -> None:
+        peer = stream.peer
+        stream.peer = None
+        if peer is not None and peer.peer is stream:
+            peer.peer = None
+
+    def conference(self, name: str) -> Conference:
+        """The conference called ``name`` (created on first use, dropped when empty)."""
+        conference = self._conferences.get(name)
+        if conference is None:
+            conference = self._conferences[name] = Conference(self, name)
+        return conference
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _activate(self, stream: MediaStream) -> None:
+        self._active[stream.id] = stream
+
+    def _forget(self, stream: MediaStream) -> None:
+        self._streams.pop(stream.id, None)
+        self._active.pop(stream.id, None)
+        self.ports.release(stream.local_port)
+
+    def _queue_event(self, stream: MediaStream, event: MediaEvent) -> None:
+        self._events.append((stream, event))
+
+    def _deliver(self) -> None:
+        while self._events:
+            events, self._events = self._events, []
+            for stream, event in events:
+                owner = stream._owner
+                if owner is None:
+                    continue
+                try:
+                    owner(event)
+                except Exception:
+                    log.exception("media event delivery to %s failed", owner)
+
+    def _run(self) -> None:
+        due = time.monotonic()
+        while self._running:
+            due += TICK
+            delay = due - time.monotonic()
+            if delay > 0:
+                gevent.sleep(delay)
+            elif delay < -TICK:
+                self.late_ticks += 1
+                if delay < -10 * TICK:
+                    due = time.monotonic()  # far behind (a paused process): do not burst
+            try:
+                self.tick(time.monotonic())
+            except Exception:
+                log.exception("media clock tick failed")
+
+    def tick(self, now: float) -> None:
+        """One 20 ms frame for every stream that has periodic work (called by the clock;
+        tests may call it directly)."""
+        self.ticks += 1
+        active = self._active
+        idle: list[int] = []
+        streams = list(active.values())
+        for stream in streams:
+            if stream.closed:
+                idle.append(stream.id)
+                continue
+            stream._tick_in(now)
+        for conference in list(self._conferences.values()):
+            conference.mix(now)
+        for stream in streams:
+            if not stream.closed:
+                stream._tick_out(now)
+            if not stream._needs_tick():
+                idle.append(stream.id)
+        for stream_id in idle:
+            active.pop(stream_id, None)
+        self._deliver()
