@@ -222,9 +222,14 @@ def _split_plain_params(text: str) -> dict[str, str | None]:
         for name, value in _PARAM_ONE_RE.findall(text):
             params[name.lower()] = value or None
         return params
-    for item in text.split(";")[1:]:
+    if " " in text or "\t" in text:
+        for item in text.split(";")[1:]:
+            name, sep, value = item.partition("=")
+            params[name.strip(_WS).lower()] = value.strip(_WS) if sep else None
+        return params
+    for item in text[1:].split(";"):  # the usual compact ";a=b;c": no stripping needed
         name, sep, value = item.partition("=")
-        params[name.strip(_WS).lower()] = value.strip(_WS) if sep else None
+        params[name.lower()] = value if sep else None
     return params
 
 

@@ -88,6 +88,8 @@ class _HeaderInfo(dict[str, tuple[str, Callable[[str], Any] | None, bool]]):
     lookup per header line; unknown spellings are computed (and validated) on first sight."""
 
     def __missing__(self, name: str) -> tuple[str, Callable[[str], Any] | None, bool]:
+        if name[:1] == " " or name[:1] == "\t":
+            raise _FoldedLine
         key = canonical_key(name)
         info = (key, _EAGER.get(key), key in COMMA_SPLIT_HEADERS)
         if len(self) < 4096:  # a peer inventing names cannot grow it without bound
@@ -96,6 +98,11 @@ class _HeaderInfo(dict[str, tuple[str, Callable[[str], Any] | None, bool]]):
 
 
 _header_info = _HeaderInfo()
+
+
+class _FoldedLine(Exception):
+    """A continuation line met by the fast header loop: parse again with unfolding. Looking for
+    folds this way costs nothing on the (usual) unfolded message, unlike scanning for them."""
 
 
 def _store_typed(typed: dict[str, Any], key: str, value: str, parser: Callable[[str], Any]) -> None:
@@ -171,7 +178,9 @@ def _check_version(version: str, is_response: bool) -> None:
         )
 
 
-def _parse_head(head: bytes, limits: Limits, *, stream: bool) -> tuple[Message, int | None]:
+def _parse_head(
+    head: bytes, limits: Limits, *, stream: bool, folded: bool = False
+) -> tuple[Message, int | None]:
     """Parse start line and headers; return the message (no body yet) and its Content-Length
     (None when absent, or in datagram mode when several disagree)."""
     text = head.decode("utf-8", "surrogateescape")
@@ -183,7 +192,6 @@ def _parse_head(head: bytes, limits: Limits, *, stream: bool) -> tuple[Message, 
         raise SipParseError("bare CR or LF in the header section")
     if line_count > limits.max_header_count:
         raise SipParseError("too many header lines", status_hint=513)
-    folded = "\r\n " in text or "\r\n\t" in text
     if folded:
         lines = _unfold(lines)
     start_line = lines[0]
@@ -236,10 +244,11 @@ def _parse_head(head: bytes, limits: Limits, *, stream: bool) -> tuple[Message, 
     check_line_length = len(text) > limits.max_header_line
     header_info = _header_info
     try:
-        for index in range(1, len(lines)):
-            line = lines[index]
+        for line in lines[1:]:
             name, sep, value = line.partition(":")
             if not sep:
+                if line[:1] == " " or line[:1] == "\t":
+                    raise _FoldedLine
                 raise SipParseError(f"header line without ':': {line[:60]!r}")
             key, parser, splittable = header_info[name]
             if check_line_length and len(line) > limits.max_header_line:
@@ -269,7 +278,8 @@ def _parse_head(head: bytes, limits: Limits, *, stream: bool) -> tuple[Message, 
                     else:
                         values.append(parsed)
 
-        headers = Headers._from_entries(entries)
+        headers = Headers.__new__(Headers)
+        headers._entries = entries
         headers._typed = typed
         message.headers = headers
         if not is_response:
@@ -287,7 +297,12 @@ def _parse_head(head: bytes, limits: Limits, *, stream: bool) -> tuple[Message, 
                         "conflicting Content-Length values", header="content-length"
                     )
                 content_length = None  # datagram: framing unknown, the body is the rest of it
+    except _FoldedLine:
+        return _parse_head(head, limits, stream=stream, folded=True)
     except SipParseError as exc:
+        if not folded and ("\r\n " in text or "\r\n\t" in text):
+            # a header was judged before its continuation line was seen
+            return _parse_head(head, limits, stream=stream, folded=True)
         exc.is_response = is_response
         if exc.headers is None and entries:
             exc.headers = Headers._from_entries(entries)

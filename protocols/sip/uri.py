@@ -256,7 +256,7 @@ class URI:
     ) -> URI:
         # Components straight from FAST_URI_PATTERN groups; the caller checked port <= 65535.
         uri = cls.__new__(cls)
-        uri.scheme = scheme.lower()
+        uri.scheme = "sip" if scheme == "sip" else scheme.lower()
         uri.user = user
         uri.password = password
         uri.host = host
