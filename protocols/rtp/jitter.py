@@ -101,8 +101,10 @@ class JitterBuffer:
 
     def pop(self) -> JitterFrame | None:
         """The frame for this tick: None while prefilling or dry, else a (maybe lost) frame."""
+        # Adaptive: the depth follows the jitter all the time and takes effect at the next
+        # prefill (after an underrun), so playout never stalls mid-talkspurt to grow.
+        target = self._target_depth()
         if not self._playing:
-            target = self._target_depth()
             if not self._packets or len(self._packets) < max(target, 1):
                 return None
             self._playing = True

@@ -90,6 +90,10 @@ class ReceptionStats:
                 self.max_seq = seq
                 if self.probation == 0:
                     self._init_seq(seq)
+                    # Count the packets of the probation too (base may go below 0: fine,
+                    # only differences with the extended maximum are used).
+                    self.base_seq = seq - (_MIN_SEQUENTIAL - 1)
+                    self.received = _MIN_SEQUENTIAL - 1
                     self._count(rtp_timestamp, arrival)
                     return True
             else:
