@@ -413,6 +413,7 @@ class CrossbarService:
         self.max_media_bytes = max_media_bytes
         for db in (ACCOUNTS_DB, "sip_auth", "webhooks"):
             store.create_db(db, exist_ok=True)
+        self._type_indexed: set[str] = set()
 
     # -- accounts: lookup and authorization ----------------------------------------------------
 
@@ -487,6 +488,7 @@ class CrossbarService:
             selector["name"] = name
         else:
             return []
+        self._ensure_type_index(ACCOUNTS_DB)
         docs = self.store.find(ACCOUNTS_DB, selector).docs
         return [d for d in docs if not d.get("pvt_deleted")]
 
@@ -510,6 +512,7 @@ class CrossbarService:
         ):
             db = account_db_name(account["_id"])
             try:
+                self._ensure_type_index(db)
                 users = self.store.find(db, {"pvt_type": "user", field_name: str(credentials).lower()}).docs
             except store_errors.NotFound:
                 continue
@@ -533,6 +536,7 @@ class CrossbarService:
         api_key = data.get("api_key")
         if not isinstance(api_key, str) or not re.fullmatch(r"[0-9a-f]{64}", api_key):
             raise ValidationError({"api_key": {"pattern": {"message": "api_key must be 64 hex digits"}}})
+        self._ensure_type_index(ACCOUNTS_DB)
         found = [
             d
             for d in self.store.find(ACCOUNTS_DB, {"pvt_type": "account", "pvt_api_key": api_key}).docs
@@ -742,6 +746,7 @@ class CrossbarService:
         return saved
 
     def descendants(self, account_id: str) -> list[dict[str, Any]]:
+        self._ensure_type_index(ACCOUNTS_DB)
         docs = self.store.find(ACCOUNTS_DB, {"pvt_type": "account", "pvt_tree": {"$all": [account_id]}}).docs
         return [d for d in docs if not d.get("pvt_deleted")]
 
@@ -793,8 +798,18 @@ class CrossbarService:
             next_key = encode_start_key(list(last) if isinstance(last, tuple) else last)
         return ListPage([render(d) for d in page], query.page_size, query.start_key, next_key)
 
+    def _ensure_type_index(self, db: str) -> None:
+        """An index on ``pvt_type`` (Kazoo's per-type views), the same one the callflow app
+        declares: without it pouchdb-server may answer a ``pvt_type`` selector from another
+        index starting with ``pvt_type`` (the registrar's ``[pvt_type, sip.username]``) and miss
+        every document lacking that index's other fields."""
+        if db not in self._type_indexed:
+            self.store.create_index(db, ["pvt_type"], name="by_pvt_type")
+            self._type_indexed.add(db)
+
     def _live_docs(self, db: str, pvt_type: str, selector: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         try:
+            self._ensure_type_index(db)
             docs = self.store.find(db, {"pvt_type": pvt_type, **(selector or {})}).docs
         except store_errors.NotFound:
             return []
@@ -899,6 +914,10 @@ class CrossbarService:
         """Validate a new public body; returns (public doc with defaults, private fields to set)."""
         if kind.name == "users" and isinstance(data.get("username"), str):
             data = {**data, "username": data["username"].strip().lower()}
+        sip = data.get("sip")
+        if kind.name == "devices" and isinstance(sip, dict) and isinstance(sip.get("username"), str):
+            # Lower-cased, as Kazoo and the registrar's credential lookup have it.
+            data = {**data, "sip": {**sip, "username": sip["username"].strip().lower()}}
         errors = schemas.validate(kind.schema, data)
         private: dict[str, Any] = {}
         if kind.name == "users" and not errors:

@@ -539,3 +539,25 @@ def test_deleting_disabling_or_demoting_a_user_takes_effect_at_once(tree: Tree) 
     ok(admin.delete(f"{users}/{carol['id']}"))
     gone = token.get(tree.account_path("A"))
     assert gone.status_code == 401 and gone.json["error_id"] == "invalid_token"
+
+
+def test_devices_created_here_are_found_by_the_registrars_lookup(tree: Tree) -> None:
+    from actors.registrar.devices import find_device
+
+    device = created(tree.clients["A"].put(f"{tree.account_path('A')}/devices",
+                                           {"name": "Mixed case", "sip": {"username": "Desk200", "password": "secret-2"}}))
+    assert device["sip"]["username"] == "desk200"
+    found = find_device(tree.store, account_db_name(tree.ids["A"]), "DESK200")
+    assert found is not None and found["_id"] == device["id"]
+    # Same username in another case is the same username.
+    dup = tree.clients["A"].put(f"{tree.account_path('A')}/devices", {"name": "dup", "sip": {"username": "DESK200"}})
+    assert dup.status_code == 400
+
+
+def test_listings_see_documents_whatever_other_indexes_exist(tree: Tree) -> None:
+    # The registrar's compound index must not hide devices without a SIP username.
+    tree.store.create_index(account_db_name(tree.ids["A"]), ["pvt_type", "sip.username"], name="devices_by_sip_username")
+    client, base = tree.clients["A"], f"{tree.account_path('A')}/devices"
+    plain = created(client.put(base, {"name": "no sip"}))
+    with_sip = created(client.put(base, {"name": "sip", "sip": {"username": "idx100"}}))
+    assert {d["id"] for d in ok(client.get(base))} == {plain["id"], with_sip["id"]}

@@ -72,3 +72,12 @@ def test_couchdb_media_round_trip(couch_tree: Tree) -> None:
     upload = client.request("POST", f"{base}/{media['id']}/raw", body=audio, headers={"Content-Type": "audio/mpeg"})
     assert upload.status_code == 200, upload.text
     assert client.get(f"{base}/{media['id']}/raw").content == audio
+
+
+def test_couchdb_listing_is_not_hidden_by_the_registrars_index(couch_tree: Tree) -> None:
+    tree = couch_tree
+    tree.store.create_index(account_db_name(tree.ids["A"]), ["pvt_type", "sip.username"], name="devices_by_sip_username")
+    client, base = tree.clients["A"], f"{tree.account_path('A')}/devices"
+    plain = created(client.put(base, {"name": "no sip"}))
+    with_sip = created(client.put(base, {"name": "sip", "sip": {"username": "idx100"}}))
+    assert {d["id"] for d in ok(client.get(base))} == {plain["id"], with_sip["id"]}
