@@ -381,7 +381,9 @@ class Request(Message):
 
     @property
     def start_line(self) -> str:
-        return f"{self.method} {self.uri} {SIP_VERSION}"
+        if self._uri is None:  # parsed and never read: the Request-URI exactly as received
+            return f"{self.method} {self._uri_text} {SIP_VERSION}"
+        return f"{self.method} {self._uri} {SIP_VERSION}"
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.uri}>"

@@ -412,6 +412,17 @@ def test_header_mutation_for_proxies() -> None:
         msg.headers.add("X-Evil", "a\r\nInjected: 1")
 
 
+def test_request_uri_byte_exact_until_changed() -> None:
+    data = _request(b"l: 0", start=b"OPTIONS SIP:Alice@Example.COM;Transport=TCP SIP/2.0")
+    msg = parse_message(data)
+    assert bytes(msg) == data
+    assert isinstance(msg, Request)
+    msg.uri.params["transport"] = "udp"  # reading builds the URI; changes then show
+    assert bytes(msg).startswith(b"OPTIONS sip:Alice@Example.COM;transport=udp SIP/2.0\r\n")
+    msg.uri = "sip:bob@example.net"
+    assert bytes(msg).startswith(b"OPTIONS sip:bob@example.net SIP/2.0\r\n")
+
+
 def test_unknown_headers_byte_exact() -> None:
     data = _request(b"X-Weird :   spaced   value  ", b"X-Fold: a\r\n  b", b"l:  0")
     msg = parse_message(data)
