@@ -1,0 +1,393 @@
+"""Call load through a real node: SIPp UAC -> edge -> calls shard (B2BUA) -> edge -> SIPp UAS
+registered as a device. Driven by SIPp (bench/sipp/calls_uac.xml, calls_uas.xml).
+
+    python bench/calls.py [--json] [--duration 30] [--runs 3] [--rates 50,100,150,200]
+                          [--search-duration 10] [--hold-calls 2000] [--hold-rate 100]
+
+A node with the registrar, edge (dispatching calls), callflow, cdr and calls roles (2 shards)
+runs on the embedded defaults in a temporary data dir. The callee is a SIPp UAS that
+registers as device 7000 with digest; the caller is SIPp authenticating as device 6000:
+INVITE -> 407 -> INVITE with digest -> route_req -> callflow parks -> route_win -> bridge to
+the registered contact -> 180/200 -> ACK; the caller hangs up after ``--call-ms``. Every call
+writes two CDRs. The load comes from 127.0.0.1 and is NOT trusted (challenged as any phone);
+the per-source flood limit is raised (``edge.flood_requests``) since every call comes from
+one address.
+
+1. CPS: each rate of ``--rates`` runs ``--search-duration`` seconds, ascending, until one has
+   a failed or unfinished call; the highest clean rate is then confirmed with ``--runs`` runs
+   of ``--duration`` seconds (a failing confirmation steps down). Setup latency p50/p99 is
+   first INVITE sent to 200 OK received (digest round trip included), medians over the runs.
+2. Memory: ``--hold-calls`` calls are set up at ``--hold-rate`` and held; the resident memory
+   of the calls shard processes (RSS, summed) is read before and once they are all
+   established; reported as (RSS delta) / calls, in KB. The edge's delta is reported apart.
+
+With ``--json`` the last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SIPP_DIR = ROOT / "bench" / "sipp"
+REALM = "calls-bench.example.com"
+CALLER, CALLEE = "6000", "7000"
+EDGE_ROLE = os.environ.get("MIRLITON_BENCH_EDGE_ROLE", "actors.edge.calls_role:CallsEdgeRole")
+
+
+def _free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _free_sip_port() -> int:
+    while True:
+        port = _free_port()
+        with socket.socket() as tcp:
+            try:
+                tcp.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class BenchNode:
+    def __init__(self, workdir: Path, shards: int) -> None:
+        self.data_dir = workdir / "node"
+        self.sip_port = _free_sip_port()
+        self.ops_port = _free_port(socket.SOCK_STREAM)
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "MIRLITON_NODE__ROLES": json.dumps(["ops", "registrar", EDGE_ROLE, "cdr", "callflow",
+                                                "calls"]),
+            "MIRLITON_NODE__NAME": "bench-calls",
+            "MIRLITON_OPS__LISTEN": f"127.0.0.1:{self.ops_port}",
+            "MIRLITON_SIP__LISTEN": json.dumps([f"udp:127.0.0.1:{self.sip_port}"]),
+            "MIRLITON_EDGE__FLOOD_REQUESTS": "1000000",
+            "MIRLITON_CALLS__SHARDS": str(shards),
+            "MIRLITON_LOG__LEVEL": "WARNING",
+        }
+        self.passwords = {CALLER: "bench-caller-secret", CALLEE: "bench-callee-secret"}
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "mirliton", *args, "--data-dir", str(self.data_dir)],
+                              env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+        if done.returncode != 0:
+            raise RuntimeError(f"mirliton {' '.join(args)}: {done.stdout}{done.stderr}")
+        return done.stdout
+
+    def start(self) -> None:
+        from store import new_doc_id, open_store
+        from store.kazoo import account_db_name, set_pvt_fields
+
+        self.cli("start", "--detach")
+        account = json.loads(self.cli("account", "create", "--name", "Bench", "--realm", REALM,
+                                      "--username", "admin", "--password", "bench-admin", "--json"))
+        devices = {}
+        for user, password in self.passwords.items():
+            devices[user] = json.loads(self.cli(
+                "device", "create", "--account", account["account_id"], "--name", user,
+                "--username", user, "--password", password, "--json"))["device_id"]
+        with open_store("embedded", self.data_dir) as store:
+            store.put(account_db_name(account["account_id"]), set_pvt_fields(
+                {"_id": new_doc_id(), "numbers": [CALLEE],
+                 "flow": {"module": "device", "data": {"id": devices[CALLEE]}}},
+                "callflow", account["account_id"]))
+
+    def pids(self, role: str) -> list[int]:
+        from mirliton.status import assemble_tree
+
+        tree = assemble_tree(self.data_dir / "run") or {}
+        found: list[int] = []
+
+        def walk(node: dict[str, Any], inside: bool) -> None:
+            here = inside or node.get("id") == role
+            if here and node.get("pid") and node.get("kind", "process") == "process":
+                found.append(int(node["pid"]))
+            for child in node.get("children", []):
+                walk(child, here)
+
+        walk(tree, False)
+        return sorted(set(found))
+
+    def calls_active(self) -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ops_port}/metrics", timeout=10) as reply:
+            for line in reply.read().decode().splitlines():
+                if line.startswith("mirliton_calls_active "):
+                    return float(line.split()[1])
+        return 0.0
+
+    def stop(self) -> None:
+        try:
+            self.cli("stop")
+        except RuntimeError:
+            pass
+
+
+class Callee:
+    """SIPp UAS on its own port, registered as device 7000 first."""
+
+    def __init__(self, node: BenchNode, workdir: Path) -> None:
+        self.node = node
+        self.port = _free_sip_port()
+        self.dir = workdir / "uas"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        register = subprocess.run(
+            ["sipp", f"127.0.0.1:{self.node.sip_port}", "-sf", str(SIPP_DIR / "reg_uac.xml"),
+             "-i", "127.0.0.1", "-p", str(self.port), "-s", CALLEE, "-au", CALLEE,
+             "-ap", self.node.passwords[CALLEE], "-key", "domain", REALM, "-m", "1",
+             "-default_behaviors", "none", "-nostdin", "-timeout", "20s", "-timeout_error"],
+            cwd=self.dir, capture_output=True, timeout=60)
+        if register.returncode != 0:
+            raise RuntimeError(f"the callee did not register: {register.stderr.decode()[-500:]}")
+        self.proc = subprocess.Popen(
+            ["sipp", "-sf", str(SIPP_DIR / "calls_uas.xml"), "-i", "127.0.0.1", "-p", str(self.port),
+             "-s", CALLEE, "-nostdin", "-trace_err", "-max_recv_loops", "10000"],
+            cwd=self.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def run_calls(node: BenchNode, rate: float, calls: int, call_ms: int, workdir: Path,
+              limit: int | None = None, wait: bool = True) -> tuple[subprocess.Popen[bytes], Path]:
+    out_dir = Path(tempfile.mkdtemp(prefix="uac-", dir=workdir))
+    args = [
+        "sipp", f"127.0.0.1:{node.sip_port}", "-sf", str(SIPP_DIR / "calls_uac.xml"),
+        "-i", "127.0.0.1", "-p", str(_free_sip_port()), "-s", CALLEE,
+        "-au", CALLER, "-ap", node.passwords[CALLER], "-key", "domain", REALM,
+        "-r", f"{rate:.3f}", "-rp", "1000", "-m", str(calls), "-l", str(limit or max(100, calls)),
+        "-d", str(call_ms), "-nostdin", "-timeout", f"{calls / rate + call_ms / 1000 + 60:.0f}s",
+        "-recv_timeout", "10000", "-trace_stat", "-fd", "1", "-stf", str(out_dir / "stat.csv"),
+        "-trace_rtt", "-rtt_freq", "1", "-trace_err", "-max_recv_loops", "10000",
+    ]
+    proc = subprocess.Popen(args, cwd=out_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if wait:
+        proc.wait()
+    return proc, out_dir
+
+
+def collect(out_dir: Path, expected: int, elapsed: float, rate: float) -> dict[str, Any]:
+    stat = _last_stat_row(out_dir / "stat.csv")
+    successful = int(stat.get("SuccessfulCall(C)", 0))
+    failed = int(stat.get("FailedCall(C)", 0))
+    rtts: list[float] = []
+    for path in out_dir.glob("*_rtt.csv"):
+        with path.open() as f:
+            for row in csv.reader(f, delimiter=";"):
+                if len(row) >= 3 and row[2].strip() == "1":
+                    try:
+                        rtts.append(float(row[1]))
+                    except ValueError:
+                        continue
+    rtts.sort()
+    return {
+        "rate": rate,
+        "expected": expected,
+        "successful": successful,
+        "failed": failed + max(0, expected - successful - failed),
+        "cps": successful / elapsed if elapsed else 0.0,
+        "p50_ms": _percentile(rtts, 0.50),
+        "p99_ms": _percentile(rtts, 0.99),
+    }
+
+
+def cps_run(node: BenchNode, rate: float, duration: float, call_ms: int, workdir: Path) -> dict[str, Any]:
+    calls = max(1, int(rate * duration))
+    started = time.monotonic()
+    _, out_dir = run_calls(node, rate, calls, call_ms, workdir)
+    result = collect(out_dir, calls, time.monotonic() - started - call_ms / 1000, rate)
+    result["duration_s"] = duration
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return result
+
+
+def hold_run(node: BenchNode, calls: int, rate: float, workdir: Path) -> dict[str, Any]:
+    """Set up ``calls`` calls and hold them; RSS of the shards before and with all up."""
+    shard_pids = node.pids("calls")
+    edge_pids = node.pids(EDGE_ROLE.rsplit(":", 1)[-1].lower()) or node.pids("edge")
+    time.sleep(1.0)
+    before = sum(_rss_kb(p) for p in shard_pids)
+    edge_before = sum(_rss_kb(p) for p in edge_pids)
+    ramp = calls / rate
+    proc, out_dir = run_calls(node, rate, calls, int((ramp + 30) * 1000), workdir,
+                              limit=calls, wait=False)
+    deadline = time.monotonic() + ramp + 25
+    established = 0.0
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        established = node.calls_active() / 2
+        if established >= calls:
+            break
+    time.sleep(1.0)
+    established = node.calls_active() / 2
+    after = sum(_rss_kb(p) for p in shard_pids)
+    edge_after = sum(_rss_kb(p) for p in edge_pids)
+    proc.wait()
+    result = collect(out_dir, calls, ramp, rate)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    per_call = (after - before) / established if established else None
+    return {
+        "calls": calls,
+        "established": int(established),
+        "shard_rss_before_mb": round(before / 1024, 1),
+        "shard_rss_held_mb": round(after / 1024, 1),
+        "kb_per_call": round(per_call, 1) if per_call is not None else None,
+        "edge_kb_per_call": round((edge_after - edge_before) / established, 2) if established else None,
+        "failed": result["failed"],
+    }
+
+
+def _last_stat_row(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    with path.open() as f:
+        rows = list(csv.reader(f, delimiter=";"))
+    if len(rows) < 2:
+        return {}
+    return dict(zip(rows[0], rows[-1], strict=False))
+
+
+def _percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    index = min(len(values) - 1, max(0, int(round(fraction * len(values))) - 1))
+    return round(values[index], 2)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--search-duration", type=float, default=10.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rates", default="25,50,100,150,200")
+    parser.add_argument("--call-ms", type=int, default=1000)
+    parser.add_argument("--hold-calls", type=int, default=2000)
+    parser.add_argument("--hold-rate", type=float, default=100.0)
+    parser.add_argument("--shards", type=int, default=2)
+    args = parser.parse_args()
+    if shutil.which("sipp") is None:
+        print("sipp is not installed (apt-get install sip-tester)", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(ROOT))
+    rates = sorted(float(r) for r in args.rates.split(","))
+    workdir = Path(tempfile.mkdtemp(prefix="mirliton-bench-calls-"))
+    node = BenchNode(workdir, args.shards)
+    node.start()
+    callee = Callee(node, workdir)
+    callee.start()
+    search: list[dict[str, Any]] = []
+    confirmations: list[dict[str, Any]] = []
+    attempts: list[dict[str, Any]] = []
+    memory: dict[str, Any] = {}
+    try:
+        cps_run(node, rates[0] / 2, 3.0, args.call_ms, workdir)  # warm-up
+        clean: list[float] = []
+        for rate in rates:
+            result = cps_run(node, rate, args.search_duration, args.call_ms, workdir)
+            search.append(result)
+            print(f"search {rate:.0f} cps: {result['successful']} ok, {result['failed']} failed, "
+                  f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms", file=sys.stderr)
+            if result["failed"]:
+                break
+            clean.append(rate)
+        candidates = sorted(clean, reverse=True)
+        lowest = candidates[-1] if candidates else rates[0]
+        candidates += [round(lowest * 0.75 ** step) for step in range(1, 4)]
+        for rate in candidates:
+            confirmations = []
+            for _ in range(args.runs):
+                result = cps_run(node, rate, args.duration, args.call_ms, workdir)
+                confirmations.append(result)
+                print(f"run {rate:.0f} cps for {args.duration:.0f}s: {result['successful']} ok, "
+                      f"{result['failed']} failed, {result['cps']:.1f} cps, "
+                      f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms", file=sys.stderr)
+                if result["failed"]:
+                    break
+            attempts.extend(confirmations)
+            if len(confirmations) == args.runs and not any(r["failed"] for r in confirmations):
+                break
+        else:
+            confirmations = []
+        if args.hold_calls:
+            memory = hold_run(node, args.hold_calls, args.hold_rate, workdir)
+            print(f"held {memory['established']} of {memory['calls']} calls: "
+                  f"{memory['kb_per_call']} KB per call in the shards", file=sys.stderr)
+    finally:
+        callee.stop()
+        node.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    ok = bool(confirmations)
+
+    def median(key: str) -> float | None:
+        values = [r[key] for r in confirmations if r.get(key) is not None]
+        return round(statistics.median(values), 2) if values else None
+
+    summary = {
+        "benchmark": "calls",
+        "path": "SIPp UAC -> edge -> calls shard -> edge -> SIPp UAS (registered device)",
+        "source": "untrusted (digest on every INVITE); edge.flood_requests raised to 1000000",
+        "shards": args.shards,
+        "duration_s": args.duration,
+        "call_ms": args.call_ms,
+        "runs": len(confirmations),
+        "max_clean_cps": confirmations[0]["rate"] if ok else 0,
+        "cps": median("cps"),
+        "setup_p50_ms": median("p50_ms"),
+        "setup_p99_ms": median("p99_ms"),
+        "failed": sum(r["failed"] for r in confirmations),
+        "held_calls": memory.get("established"),
+        "kb_per_established_call": memory.get("kb_per_call"),
+        "memory": memory,
+        "search": [{k: r[k] for k in ("rate", "successful", "failed", "p99_ms")} for r in search],
+        "runs_detail": [{k: r[k] for k in ("rate", "successful", "failed", "cps", "p50_ms",
+                                           "p99_ms")} for r in attempts],
+        "load_average": os.getloadavg()[0],
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for key, value in summary.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
