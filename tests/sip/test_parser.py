@@ -621,3 +621,61 @@ def test_headers_container_basics() -> None:
     copy.remove("X-A")
     assert headers.count("x-a") == 2 and copy != headers
     assert headers.values("X-A") == ["1", "2"]
+
+
+# --- validate_request rows not covered by RFC 4475 ------------------------------------------
+
+
+def _options(*extra: bytes, method: bytes = b"OPTIONS", body: bytes = b"") -> Request:
+    data = (
+        b"\r\n".join(
+            [
+                method + b" sip:a@example.com SIP/2.0",
+                b"Via: SIP/2.0/UDP h.example.com;branch=z9hG4bKabc",
+                b"To: <sip:a@example.com>",
+                b"From: <sip:b@example.com>;tag=x",
+                b"Call-ID: c1",
+                b"CSeq: 1 " + method,
+                b"Max-Forwards: 70",
+                *extra,
+                b"Content-Length: " + str(len(body)).encode(),
+            ]
+        )
+        + b"\r\n\r\n"
+        + body
+    )
+    message = parse_message(data)
+    assert isinstance(message, Request)
+    return message
+
+
+@pytest.mark.parametrize(
+    ("message", "kwargs", "status"),
+    [
+        (_options(b"Contact: *", b"Expires: 0"), {}, 400),  # * outside REGISTER
+        (_options(b"Require: 100rel", method=b"ACK"), {}, None),  # never 420 for ACK
+        (_options(b"Require: 100rel", method=b"CANCEL"), {}, None),
+        (_options(b"Require: 100rel"), {"supported_extensions": ["100REL"]}, None),
+        (_options(b"Proxy-Require: foo"), {}, None),  # a UAS ignores Proxy-Require
+        (_options(b"Require: foo"), {"forwarding": True}, None),  # a proxy ignores Require
+        (
+            _options(b"Content-Type: application/sdp", b"Content-Encoding: gzip", body=b"x"),
+            {},
+            415,
+        ),
+        (_options(body=b"v=0"), {}, None),  # no Content-Type: application/sdp assumed
+        (_options(b"Accept: application/*"), {"response_types": ["application/sdp"]}, None),
+        (_options(b"Accept: */*"), {"response_types": ["application/sdp"]}, None),
+        (_options(b"Accept: text/html"), {"response_types": ["application/sdp"]}, 406),
+        (_options(b'Authorization: Digest username="a"'), {"auth_schemes": ["Digest"]}, None),
+        (_options(), {"auth_schemes": ["digest"]}, 401),
+        (_options(b"Max-Forwards: 3"), {}, 400),  # a second Max-Forwards
+        (_options(b"Route: <sip:p.example.com;lr>"), {"uri_schemes": ["sips"]}, 416),
+        (_options(b"Expires: later"), {}, 400),  # a lazily parsed header, malformed
+    ],
+)
+def test_validate_request_rows(
+    message: Request, kwargs: dict[str, object], status: int | None
+) -> None:
+    rejection = validate_request(message, **kwargs)  # type: ignore[arg-type]
+    assert (rejection.status if rejection else None) == status
