@@ -120,7 +120,7 @@ class CallsSection(_Section):
     # Bridge: default ring time per endpoint when a bridge names none (Kazoo: 20 s).
     bridge_timeout: float = Field(default=20.0, gt=0)
     # reg_query: seconds to wait for the edges to say where a device is registered.
-    reg_query_timeout: float = Field(default=0.5, gt=0)
+    reg_query_timeout: float = Field(default=2.0, gt=0)
 
 
 class MediaSection(_Section):
