@@ -71,6 +71,8 @@ MAX_PAGE_SIZE = 1000
 MAXIMUM_RANGE = 31 * 86400 + 3600
 DEFAULT_REALM_SUFFIX = "sip.mirliton.local"
 MEDIA_ATTACHMENT = "audio"
+# How long a uniqueness claim without its document counts as a write in progress.
+CLAIM_GRACE = 60
 
 _password_hasher = PasswordHasher()  # argon2id, argon2-cffi's recommended parameters
 
@@ -872,11 +874,17 @@ class CrossbarService:
                 if claim is not None and owner == doc_id:
                     continue
                 holder = self.store.open_or_none(db, str(owner)) if owner else None
-                if (
-                    claim is None
-                    or holder is not None and not holder.get("pvt_deleted")
+                holds = (
+                    holder is not None and not holder.get("pvt_deleted")
                     and holder.get("pvt_type") == kind.pvt_type and value in rule.values(holder)
-                ):
+                )
+                # A young claim whose owner does not hold the value (yet) is a write in progress
+                # (claim first, document next), not debris: only an old one is taken over, or
+                # one whose owner was deleted.
+                claimed_at = claim.get("pvt_modified") if claim is not None else None
+                young = isinstance(claimed_at, int) and gregorian_now() - claimed_at < CLAIM_GRACE
+                owner_deleted = holder is not None and bool(holder.get("pvt_deleted"))
+                if claim is None or holds or (young and not owner_deleted):
                     errors.update(_unique_error(rule.field, rule.what, value, str(owner or "another document")))
                     break
                 try:

@@ -482,9 +482,13 @@ def test_concurrent_creations_of_one_sip_username_let_exactly_one_win(tree: Tree
 
 def test_a_claim_left_by_a_crash_is_taken_over(tree: Tree) -> None:
     db = account_db_name(tree.ids["A"])
-    # As if a process died between claiming the number and writing its callflow.
-    tree.store.put(db, {"_id": "claim:callflows:numbers:555", "pvt_type": "unique_claim", "pvt_owner_id": "f" * 32,
-                        "field": "numbers", "value": "555"})
+    # As if a process died between claiming the number and writing its callflow, a while ago.
+    claim = tree.store.put(db, {"_id": "claim:callflows:numbers:555", "pvt_type": "unique_claim",
+                                "pvt_owner_id": "f" * 32, "field": "numbers", "value": "555",
+                                "pvt_modified": gregorian_now()})
+    # Fresh, it is a write in progress: the number is taken.
+    assert tree.clients["A"].put(f"{tree.account_path('A')}/callflows", {"numbers": ["555"]}).status_code == 400
+    tree.store.put(db, {**claim, "pvt_modified": gregorian_now() - 3600})
     flow = created(tree.clients["A"].put(f"{tree.account_path('A')}/callflows", {"numbers": ["555"]}))
     assert tree.store.get(db, "claim:callflows:numbers:555")["pvt_owner_id"] == flow["id"]
     # A value given up by an edit is free again, and the claim goes with it.
