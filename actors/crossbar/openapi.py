@@ -30,7 +30,7 @@ _HEX32 = "^[0-9a-f]{32}$"
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "account_id": {"type": "string", "pattern": _HEX32},
     "doc_id": {"type": "string", "pattern": _HEX32},
-    "cdr_id": {"type": "string", "pattern": "^[0-9]{6}-[0-9a-f]{32}$"},
+    "cdr_id": {"type": "string", "pattern": "^[0-9]{6}-[^/]+$", "description": "YYYYMM-<Call-ID>"},
     "username": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9._-]+$"},
     "uuid_": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[A-Za-z0-9._@-]+$"},
 }

@@ -1095,7 +1095,7 @@ class CrossbarService:
     @staticmethod
     def _cdr_time(doc: dict[str, Any]) -> int:
         value = doc.get("timestamp", doc.get("pvt_created"))
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+        return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
 
     def list_cdrs(self, account_id: str, query: Query) -> ListPage:
         created_from, created_to = self._cdr_range(query)
@@ -1112,7 +1112,8 @@ class CrossbarService:
         return query.keep(probe)
 
     def get_cdr(self, account_id: str, cdr_id: str) -> dict[str, Any]:
-        match = re.fullmatch(r"(\d{4})(\d{2})-[0-9a-zA-Z_-]+", cdr_id)
+        # MODB ids are YYYYMM-<anything>: the cdr app uses the leg's Call-ID (which may hold @ . :).
+        match = re.fullmatch(r"(\d{4})(\d{2})-.+", cdr_id, re.DOTALL)
         if not match or not 1 <= int(match.group(2)) <= 12:
             raise NotFound(f"no cdr {cdr_id}", error_id="bad_identifier")
         db = modb_name(account_id, int(match.group(1)), int(match.group(2)))

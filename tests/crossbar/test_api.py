@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from actors.crossbar.auth import load_signing_secret
-from store.kazoo import account_db_name, gregorian_now, save_to_modb
+from store.kazoo import account_db_name, gregorian_now, modb_name, save_to_modb
 from tests.crossbar.conftest import Tree, created, login, md5_credentials, ok
 
 # One valid body per account resource; tests/crossbar/test_tenancy.py uses them too.
@@ -420,6 +420,12 @@ def test_cdrs_from_the_month_databases(tree: Tree) -> None:
     too_wide = client.get(base, params={"created_from": str(now - 40 * 86400), "created_to": str(now)})
     assert too_wide.status_code == 400 and too_wide.json["error_id"] == "range_too_large"
     assert client.get(f"{base}/209901-{'0' * 32}").status_code == 404
+    # As the cdr app writes them: id YYYYMM-<Call-ID>, Gregorian timestamp maybe fractional.
+    now_month = modb_name(account_id).rsplit("-", 1)[1]
+    leg = save_to_modb(tree.store, account_id, {"_id": f"{now_month}-abc.123@10.0.0.1", "call_id": "abc.123@10.0.0.1",
+                                                "timestamp": now - 30.5, "pvt_type": "cdr"})
+    assert ok(client.get(f"{base}/{leg['_id']}"))["call_id"] == "abc.123@10.0.0.1"
+    assert "abc.123@10.0.0.1" in {c["call_id"] for c in ok(client.get(base))}
     assert tree.clients["B"].get(f"{base}/{saved[-1]['_id']}").status_code == 403
 
 
