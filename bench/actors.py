@@ -6,7 +6,8 @@
 - Lightweight spawn rate: N actors spawned one after the other (``spawn`` returns once the
   actor's ``init`` ran), spawns per second; memory per actor: growth of this process's
   resident set (/proc/self/statm) over N live actors, divided by N. Measured first, on a
-  fresh process and without tracemalloc (which would add its own bookkeeping to both).
+  fresh process and without tracemalloc (which would add its own bookkeeping to both); then,
+  as a cross-check, the Python heap per actor traced by tracemalloc over other actors.
 - In-process request/reply: ``ActorRef.call`` to an echo actor, one at a time, p50/p99.
 - Restart of a crashed lightweight actor: a worker under a one_for_one ``Supervisor``
   (intensity set high) records the time just before it raises; its replacement's ``init``
@@ -39,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +104,19 @@ def measure_spawn(count: int) -> dict[str, Any]:
         "spawn_rss_delta_mb": round(rss_delta / 1024.0 / 1024.0, 1),
         "kills_per_s": round(count / kill_elapsed),
     }
+
+
+def measure_traced_memory(count: int) -> dict[str, Any]:
+    """Cross-check of the RSS figure: what Python's allocators hold per live actor
+    (tracemalloc; greenlet stack copies included), measured apart from the timed spawns."""
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    refs = [spawn(Idle()) for _ in range(count)]
+    traced = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    for ref in refs:
+        ref.kill()
+    return {"traced_memory_per_actor_kb": round(traced / count / 1024.0, 2)}
 
 
 # --- request / reply ----------------------------------------------------------------------
@@ -293,6 +308,8 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
     print(f"spawn: {results['spawns_per_s']:,} spawns/s, "
           f"{results['memory_per_actor_kb']} KB per actor "
           f"(RSS +{results['spawn_rss_delta_mb']} MB for {args.spawn_count:,} actors)")
+    results.update(measure_traced_memory(min(args.spawn_count, 5_000)))
+    print(f"       {results['traced_memory_per_actor_kb']} KB per actor traced by tracemalloc")
     results.update(measure_calls(args.calls))
     print(f"call:  {results['calls_per_s']:,} calls/s, p50 {results['call_p50_ms']} ms, "
           f"p99 {results['call_p99_ms']} ms")
