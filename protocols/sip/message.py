@@ -16,7 +16,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any
+from typing import Any, Self
 
 from .errors import REASON_PHRASES, SipParseError
 from .headers import (
@@ -201,39 +201,39 @@ class Message:
         """The top Via."""
         top = self.headers._typed.get(TOP_VIA)
         if top is not None:
-            return top  # type: ignore[no-any-return]
+            return top
         vias = _typed(self.headers, "via")
         if not vias:
             raise _missing("via")
-        return vias[0]  # type: ignore[no-any-return]
+        return vias[0]
 
     @property
     def from_(self) -> NameAddr:
         values = self.headers._typed.get("from") or _typed(self.headers, "from")
         if not values:
             raise _missing("from")
-        return values[0]  # type: ignore[no-any-return]
+        return values[0]
 
     @property
     def to(self) -> NameAddr:
         values = self.headers._typed.get("to") or _typed(self.headers, "to")
         if not values:
             raise _missing("to")
-        return values[0]  # type: ignore[no-any-return]
+        return values[0]
 
     @property
     def call_id(self) -> str:
         values = self.headers._typed.get("call-id") or _typed(self.headers, "call-id")
         if not values:
             raise _missing("call-id")
-        return values[0]  # type: ignore[no-any-return]
+        return values[0]
 
     @property
     def cseq(self) -> CSeq:
         values = self.headers._typed.get("cseq") or _typed(self.headers, "cseq")
         if not values:
             raise _missing("cseq")
-        return values[0]  # type: ignore[no-any-return]
+        return values[0]
 
     @property
     def contacts(self) -> list[NameAddr | StarContact]:
@@ -245,7 +245,7 @@ class Message:
         """The first Contact that is not ``*`` (the remote target of a dialog), or None."""
         for value in _typed(self.headers, "contact"):
             if not value.is_star:
-                return value  # type: ignore[no-any-return]
+                return value
         return None
 
     @property
@@ -316,6 +316,22 @@ class Message:
                 elif isinstance(value, NameAddr):
                     _ = value.uri, value.params
 
+    def copy(self) -> Self:
+        """An independent copy (header entries copied, typed values re-parsed on demand)."""
+        clone = object.__new__(type(self))
+        clone.headers = self.headers.copy()
+        clone._body = self._body
+        if isinstance(self, Request):
+            assert isinstance(clone, Request)
+            clone.method = self.method
+            clone._uri = None if self._uri is None else self._uri.copy()
+            clone._uri_text = self._uri_text
+        elif isinstance(self, Response):
+            assert isinstance(clone, Response)
+            clone.status = self.status
+            clone.reason = self.reason
+        return clone
+
     # -- serialization ------------------------------------------------------------------------
     @property
     def start_line(self) -> str:
@@ -364,7 +380,7 @@ class Request(Message):
         if TOKEN_RE.fullmatch(method) is None:
             raise ValueError(f"method is not a token: {method!r}")
         self.method = method
-        self.uri = uri  # type: ignore[assignment]
+        self.uri = uri
         super().__init__(headers, body)
 
     @property

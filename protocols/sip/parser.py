@@ -297,7 +297,7 @@ def _parse_head(
         headers._typed = typed
         message.headers = headers
         if not is_response:
-            method = message.method  # type: ignore[attr-defined]
+            method = message.method
             for cseq in typed.get("cseq", ()):
                 if cseq.method != method:
                     raise SipParseError("CSeq method does not match the request", header="cseq")

@@ -431,6 +431,22 @@ def test_unknown_headers_byte_exact() -> None:
     assert bytes(msg) == data
 
 
+def test_copy_is_independent() -> None:
+    original = parse_message(INVITE)
+    clone = original.copy()
+    assert isinstance(clone, Request) and bytes(clone) == INVITE
+    clone.headers.insert("Via", "SIP/2.0/UDP p.example.com;branch=z9hG4bKp")
+    clone.uri.user = "carol"
+    assert original.via.host == "pc33.atlanta.example.com"
+    assert bytes(original) == INVITE
+    assert bytes(clone).startswith(
+        b"INVITE sip:carol@biloxi.example.com SIP/2.0\r\nVia: SIP/2.0/UDP p."
+    )
+    assert isinstance(original, Request)
+    response = make_response(original, 200, to_tag="t").copy()
+    assert isinstance(response, Response) and response.to.tag == "t"
+
+
 def test_body_setter_keeps_content_length() -> None:
     msg = parse_message(INVITE)
     msg.body = b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\n"
