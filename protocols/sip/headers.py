@@ -30,6 +30,7 @@ __all__ = [
     "NameAddr",
     "StarContact",
     "CSeq",
+    "parse_contact",
     "canonical_key",
     "display_name",
     "split_comma_list",
@@ -629,7 +630,6 @@ def _check_via_params(params: dict[str, str | None]) -> None:
 # RFC 3261 20: in the addr-spec form the URI may not contain ',' ';' or '?', so everything from the
 # first ';' on is header parameters and a '?' is an error (RFC 4475 regbadct).
 _TOKEN_DISPLAY_RE = re.compile(rf"[ \t]*((?:[{_TOKEN_CHARS}]+[ \t]*)*)<")
-_NON_TOKEN_DISPLAY_CHARS = re.compile(r"[\\\"\x00-\x1f\x7f]")
 
 
 # The common shapes in one regex call: ["display" or tokens] <sip(s) URI without escapes,

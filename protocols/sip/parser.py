@@ -134,8 +134,6 @@ def _store_typed(typed: dict[str, Any], key: str, value: str, parser: Callable[[
         values.append(parsed)
 
 
-EAGER_HEADERS = frozenset(_EAGER)
-
 _COMMON_METHODS = frozenset(
     {
         "INVITE",

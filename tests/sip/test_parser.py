@@ -28,6 +28,7 @@ from protocols.sip import (
     unquote,
     validate_request,
 )
+from protocols.sip.headers import parse_contact
 
 INVITE = (
     b"INVITE sip:bob@biloxi.example.com SIP/2.0\r\n"
@@ -265,6 +266,12 @@ def test_name_addr_forms(
 def test_bad_name_addr(text: str) -> None:
     with pytest.raises(SipParseError):
         NameAddr.parse(text, "to")
+
+
+def test_parse_contact_star_and_name_addr() -> None:
+    assert parse_contact("*") == StarContact() and str(StarContact()) == "*"
+    contact = parse_contact("<sip:a@x.com>;expires=30")
+    assert isinstance(contact, NameAddr) and contact.expires == 30
 
 
 def test_contact_expires_and_q_helpers() -> None:
