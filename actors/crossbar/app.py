@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import falcon
@@ -143,6 +144,7 @@ def make_app(
     bus: Bus | None = None,
     notifier: Notifier | None = None,
     live_timeout: float = 0.5,
+    live_responders: Callable[[str], int | None] | None = None,
     signer: TokenSigner | None = None,
 ) -> CrossbarApp:
     """The Crossbar WSGI app over ``store``; ``bus`` (optional) carries notifications and live queries."""
@@ -150,7 +152,7 @@ def make_app(
     if notifier is None and bus is not None:
         notifier = BusNotifier(bus)
     service = CrossbarService(store, signer, notifier=notifier)
-    api = Api(service, signer, LiveQueries(bus, timeout=live_timeout))
+    api = Api(service, signer, LiveQueries(bus, timeout=live_timeout, responders=live_responders))
     app = falcon.App(middleware=[_RequestContext()])
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.auto_parse_qs_csv = False

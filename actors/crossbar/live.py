@@ -1,8 +1,9 @@
-"""Live state asked over the bus: registrations (the registrar answers ``reg_query``) and
-channels (the call nodes answer ``query_account_channels_req``).
+"""Live state asked over the bus: registrations (every edge answers ``reg_query`` for the
+bindings it holds) and channels (every calls shard answers ``channels_req``, declared in
+actors.calls.api, with the account's legs).
 
-Replies are collected for a short ``timeout``: every registrar / call node of the cluster
-answers with what it holds, and the API merges them (Kazoo's call_collect). When nobody
+Replies are collected for a short ``timeout``, or until as many as there are nodes running the
+answering role (from the nodes snapshot): the API merges them (Kazoo's call_collect). When nobody
 answers, the API does not hang and does not fail: it returns an empty list with a note saying
 so, since "no registrations" and "no registrar running" must not look alike to an operator.
 """
@@ -10,28 +11,20 @@ so, since "no registrations" and "no registrar running" must not look alike to a
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from actors.calls.api import channels_req
 from bus import Bus, BusError
 from bus.api.registration import reg_flush, reg_query
 from bus.messages import Message
+from bus.nodes import read_snapshot
 
-__all__ = [
-    "CHANNELS_EVENT",
-    "CHANNELS_ROUTING_KEY",
-    "LiveAnswer",
-    "LiveQueries",
-]
+__all__ = ["LiveAnswer", "LiveQueries", "nodes_running"]
 
 log = logging.getLogger("mirliton.crossbar")
-
-# Kazoo's kapi_call query_account_channels_req (not declared in bus.api yet: published with
-# an explicit exchange and routing key; the call nodes answer on the requester's Server-ID
-# with {"Channels": [...]}).
-CHANNELS_CATEGORY = "call_event"
-CHANNELS_EVENT = "query_account_channels_req"
-CHANNELS_ROUTING_KEY = "call.query_account_channels"
 
 
 @dataclass
@@ -51,18 +44,42 @@ def _snake_keys(value: Any) -> Any:
     return value
 
 
+def nodes_running(snapshot: Path) -> Callable[[str], int | None]:
+    """How many live nodes run a role, from the node's ``run/nodes.json`` (kept by the nodes
+    role); None when there is no snapshot to tell."""
+
+    def count(role: str) -> int | None:
+        nodes = read_snapshot(snapshot)
+        if not nodes:
+            return None
+        return sum(1 for node in nodes if role in (node.get("roles") or []))
+
+    return count
+
+
 class LiveQueries:
-    def __init__(self, bus: Bus | None, *, timeout: float = 0.5) -> None:
+    """``responders(role)`` tells how many answers to expect (edges for registrations, calls
+    nodes for channels): once that many arrived the answer goes out at once, instead of waiting
+    for the timeout that covers a silent or missing peer."""
+
+    def __init__(
+        self,
+        bus: Bus | None,
+        *,
+        timeout: float = 0.5,
+        responders: Callable[[str], int | None] | None = None,
+    ) -> None:
         self.bus = bus
         self.timeout = timeout
+        self.responders = responders or (lambda _role: None)
 
-    def _collect(
-        self, msg: Message, what: str, *, exchange: str | None = None, routing_key: str | None = None
-    ) -> tuple[list[Message], str | None]:
+    def _collect(self, msg: Message, what: str, role: str) -> tuple[list[Message], str | None]:
         if self.bus is None:
             return [], f"no bus connection: {what} unknown"
+        expected = self.responders(role)
+        until = (lambda replies: len(replies) >= expected) if expected else None
         try:
-            replies = self.bus.collect(msg, timeout=self.timeout, exchange=exchange, routing_key=routing_key)
+            replies = self.bus.collect(msg, timeout=self.timeout, until=until)
         except BusError as exc:
             log.warning("%s query failed: %s", what, exc)
             return [], f"{what} query failed on the bus: {exc}"
@@ -73,7 +90,7 @@ class LiveQueries:
     def registrations(self, realm: str, username: str | None = None) -> LiveAnswer:
         """Current registrations of ``realm`` (one user's when ``username`` is given)."""
         msg = reg_query.build(realm=realm, username=username)
-        replies, note = self._collect(msg, "registrar")
+        replies, note = self._collect(msg, "registrar", "edge")
         items: list[dict[str, Any]] = []
         seen: set[tuple[Any, ...]] = set()
         for reply in replies:
@@ -98,27 +115,17 @@ class LiveQueries:
             log.warning("could not publish reg_flush for %s", realm, exc_info=True)
 
     def channels(self, account_id: str) -> LiveAnswer:
-        msg: Message = {
-            "Event-Category": CHANNELS_CATEGORY,
-            "Event-Name": CHANNELS_EVENT,
-            "App-Name": "crossbar",
-            "App-Version": "0.1.0",
-            "Account-ID": account_id,
-            "Active-Only": False,
-        }
-        replies, note = self._collect(
-            msg, "call node", exchange="callevt", routing_key=CHANNELS_ROUTING_KEY
-        )
+        """Live calls of the account, from every calls shard (``channels_req``)."""
+        replies, note = self._collect(channels_req.build(account_id=account_id), "call node", "calls")
         items: list[dict[str, Any]] = []
         seen: set[Any] = set()
         for reply in replies:
-            channels = reply.get("Channels") or []
-            if isinstance(channels, dict):
-                channels = list(channels.values())
-            for entry in channels:
+            for entry in reply.get("Channels") or []:
                 if not isinstance(entry, dict):
                     continue
                 item = _snake_keys(entry)
+                if item.get("account_id") not in (None, account_id):
+                    continue  # a shard that ignored the filter must not leak other accounts' calls
                 uuid = item.get("uuid") or item.get("call_id")
                 if uuid in seen:
                     continue

@@ -18,6 +18,7 @@ from typing import Any
 from gevent.pywsgi import WSGIServer
 
 from actors.crossbar.app import CrossbarApp, make_app
+from actors.crossbar.live import nodes_running
 from actors.crossbar.notifier import BusNotifier, follow_changes
 from actors.crossbar.server import make_server
 from actors.kernel import Actor
@@ -43,7 +44,9 @@ class HttpServer(Actor):
         cfg = self.config
         self.store = open_store(cfg.store.url, cfg.node.data_dir)
         self.bus = connect(cfg.bus.url, node=cfg.node.name, data_dir=cfg.node.data_dir)
-        self.app: CrossbarApp = make_app(self.store, bus=self.bus)
+        self.app: CrossbarApp = make_app(
+            self.store, bus=self.bus, live_responders=nodes_running(cfg.run_dir / "nodes.json")
+        )
         follow_changes(self.bus, self.app.service.cache.forget)
         host, port = parse_hostport(cfg.http.listen)
         self.server = make_server(self.app, host, port)

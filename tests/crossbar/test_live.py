@@ -4,6 +4,7 @@ quickly as an empty list with a note."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +14,9 @@ import gevent
 import pytest
 from falcon import testing
 
+from actors.calls.api import CHANNELS_ROUTING_KEY, channels_resp
 from actors.crossbar.app import make_app
-from actors.crossbar.live import CHANNELS_ROUTING_KEY
+from actors.crossbar.live import nodes_running
 from bus import Binding, Bus, Delivery, Message, connect
 from bus.api.registration import reg_query_resp
 from store import Store
@@ -118,19 +120,50 @@ def test_channels_come_from_the_call_nodes(api: tuple[ApiClient, str], buses: tu
     client, account_id = api
     assert "no call node responder" in client.get(f"/v2/accounts/{account_id}/channels").json["note"]
 
-    def call_node(msg: Message, _delivery: Delivery) -> None:
-        if msg.get("Account-ID") != account_id:
-            return
-        channels = [{"UUID": "call-1", "Direction": "inbound", "Answered": True, "Destination": "100"}]
-        buses[1].reply(msg, {"Event-Category": "call_event", "Event-Name": "query_account_channels_resp",
-                             "App-Name": "calls", "App-Version": "0.1.0", "Channels": channels})
+    def shard(msg: Message, _delivery: Delivery) -> None:
+        # As actors/calls/shard.py answers, plus a row of another account it should have filtered.
+        rows = [
+            {"call_id": "call-1", "direction": "inbound", "state": "answered", "account_id": account_id,
+             "callee_id_number": "100"},
+            {"call_id": "call-2", "direction": "inbound", "state": "ringing", "account_id": "f" * 32},
+        ]
+        buses[1].reply(msg, channels_resp.build(channels=rows))
 
-    buses[1].consume([Binding("callevt", CHANNELS_ROUTING_KEY)], call_node)
+    buses[1].consume([Binding("callmgr", CHANNELS_ROUTING_KEY)], shard)
     gevent.sleep(0.05)
     channels = client.get(f"/v2/accounts/{account_id}/channels").json
-    assert channels["data"] == [{"uuid": "call-1", "direction": "inbound", "answered": True, "destination": "100"}]
-    assert ok(client.get(f"/v2/accounts/{account_id}/channels/call-1"))["destination"] == "100"
-    assert client.get(f"/v2/accounts/{account_id}/channels/nope").status_code == 404
+    assert "note" not in channels
+    assert channels["data"] == [{"call_id": "call-1", "uuid": "call-1", "direction": "inbound", "state": "answered",
+                                 "account_id": account_id, "callee_id_number": "100"}]
+    assert ok(client.get(f"/v2/accounts/{account_id}/channels/call-1"))["callee_id_number"] == "100"
+    assert client.get(f"/v2/accounts/{account_id}/channels/call-2").status_code == 404
+
+
+def test_answers_go_out_once_every_known_responder_answered(
+    embedded_store: Store, buses: tuple[Bus, Bus], tmp_path: Path
+) -> None:
+    snapshot = tmp_path / "nodes.json"
+    snapshot.write_text(json.dumps({"nodes": [
+        {"name": "n1", "roles": ["edge", "crossbar"], "expires_at": time.time() + 60},
+        {"name": "n2", "roles": ["calls"], "expires_at": time.time() + 60},
+        {"name": "gone", "roles": ["edge"], "expires_at": time.time() - 1},
+    ]}))
+    count = nodes_running(snapshot)
+    assert (count("edge"), count("calls"), count("registrar")) == (1, 1, 0)
+    assert nodes_running(tmp_path / "missing.json")("edge") is None
+
+    create_account(embedded_store, "Fast", "fast.example.test", "admin", "adminpass")
+    app = make_app(embedded_store, bus=buses[0], live_timeout=5.0, live_responders=count)
+    anon = ApiClient(testing.TestClient(app))
+    client = anon.as_token(login(anon, "admin", "adminpass", "fast.example.test"))
+    account_id = app.service.store.find("accounts", {"pvt_type": "account"}).docs[0]["_id"]
+    buses[1].consume([Binding("registrar", "registration.query.#")],
+                     lambda msg, _d: buses[1].reply(msg, reg_query_resp.build(fields=[], count=0)))
+    gevent.sleep(0.05)
+    started = time.monotonic()
+    body = client.get(f"/v2/accounts/{account_id}/registrations").json
+    assert body["data"] == [] and "note" not in body
+    assert time.monotonic() - started < 4.0  # did not sit out the 5 s timeout
 
 
 def test_an_account_disabled_through_another_node_is_seen_at_once(
