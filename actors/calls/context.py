@@ -4,6 +4,7 @@ the legs by Call-ID, and a light listing of the channels (``mirliton calls``).""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,9 +15,39 @@ from mirliton.config import Config
 from protocols.sip import Response, ServerTransaction
 from protocols.sip.transport import TransactionRunner
 
-__all__ = ["ShardContext"]
+__all__ = ["ContactCache", "ShardContext"]
 
 log = logging.getLogger("mirliton.calls")
+
+
+class ContactCache:
+    """Where devices are registered, from ``reg_query`` answers, kept ``ttl`` seconds (Kazoo's
+    ecallmgr keeps a registrar cache too). A ``reg_success`` for the AOR drops its entry, so a
+    phone that registers again (a new contact) is found at once; a phone that unregisters may
+    be tried at its old contact for at most ``ttl`` seconds."""
+
+    def __init__(self, ttl: float = 2.0, max_entries: int = 100_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[tuple[str, str], tuple[float, list[tuple[str, Any]]]] = {}
+
+    def get(self, realm: str, user: str) -> list[tuple[str, Any]] | None:
+        entry = self._entries.get((realm.lower(), user.lower()))
+        if entry is None or time.monotonic() - entry[0] > self.ttl:
+            return None
+        return entry[1]
+
+    def put(self, realm: str, user: str, contacts: list[tuple[str, Any]]) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[(realm.lower(), user.lower())] = (time.monotonic(), contacts)
+
+    def forget(self, realm: str, user: str | None) -> None:
+        if user:
+            self._entries.pop((realm.lower(), user.lower()), None)
+        else:
+            for key in [k for k in self._entries if k[0] == realm.lower()]:
+                del self._entries[key]
 
 
 @dataclass
@@ -33,6 +64,7 @@ class ShardContext:
     # call_id -> what `mirliton calls` lists, kept up to date by the legs themselves.
     channels: dict[str, dict[str, Any]] = field(default_factory=dict)
     leg_supervisor: ActorRef | None = None
+    contacts: ContactCache = field(default_factory=ContactCache)
     # Starts a leg actor under the leg supervisor (set by the shard's SIP actor).
     start_leg: Callable[[Any], ActorRef | None] | None = None
     # The dialogs up in this shard (actors.calls.journal.DialogJournal), set by the SIP actor.
@@ -62,6 +94,8 @@ class ShardContext:
             log.debug("cannot answer %r: %s", transaction, error)
 
     def publish(self, msg: dict[str, Any], **kwargs: Any) -> bool:
+        """Publish a message built (and so validated) by its type's ``build``."""
+        kwargs.setdefault("validate", False)
         try:
             self.bus.publish(msg, **kwargs)
             return True

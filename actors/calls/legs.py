@@ -886,22 +886,23 @@ class ALeg(CallLeg):
             return [BridgeTarget(str(endpoint["Route"]), None, timeout, delay, user, realm, ccvs)]
         if not user or not realm:
             return []
-        try:
-            replies = self.ctx.bus.collect(
-                reg_query.build(realm=realm, username=user, fields=["Contact", "Proxy-Path"]),
-                timeout=self.ctx.config.calls.reg_query_timeout,
-                until=lambda rs: any(r.get("Fields") for r in rs),
-            )
-        except BusError as error:
-            log.warning("reg_query for %s@%s failed: %s", user, realm, error)
-            return []
-        targets = []
-        for reply in replies:
-            for fields in reply.get("Fields") or []:
-                contact = fields.get("Contact")
-                if contact:
-                    targets.append(BridgeTarget(str(contact), fields.get("Proxy-Path"), timeout,
-                                                delay, user, realm, ccvs))
+        contacts = self.ctx.contacts.get(realm, user)
+        if contacts is None:
+            try:
+                replies = self.ctx.bus.collect(
+                    reg_query.build(realm=realm, username=user, fields=["Contact", "Proxy-Path"]),
+                    timeout=self.ctx.config.calls.reg_query_timeout,
+                    until=lambda rs: any(r.get("Fields") for r in rs),
+                )
+            except BusError as error:
+                log.warning("reg_query for %s@%s failed: %s", user, realm, error)
+                return []
+            contacts = [(str(f["Contact"]), f.get("Proxy-Path")) for r in replies
+                        for f in r.get("Fields") or [] if f.get("Contact")]
+            if contacts:
+                self.ctx.contacts.put(realm, user, contacts)
+        targets = [BridgeTarget(contact, proxy, timeout, delay, user, realm, ccvs)
+                   for contact, proxy in contacts]
         if not targets:
             log.info("%s@%s has no registered contact", user, realm)
         return targets

@@ -113,7 +113,9 @@ class ShardSipActor(Actor):
         ctx.control_queue = f"calls.{ctx.node}.{ctx.shard}.{os.getpid()}"
         ctx.start_leg = self._start_leg
         self.consumer = ctx.bus.consume(
-            [Binding("callctl", ctx.control_queue), Binding("callmgr", CHANNELS_ROUTING_KEY)],
+            [Binding("callctl", ctx.control_queue), Binding("callmgr", CHANNELS_ROUTING_KEY),
+             Binding("registrar", "registration.success.#"),
+             Binding("registrar", "registration.flush.#")],
             self._on_bus,
         )
         log.info("calls shard %d: SIP on udp %s:%d, control queue %s", ctx.shard, ctx.host,
@@ -244,6 +246,9 @@ class ShardSipActor(Actor):
     # -- bus -----------------------------------------------------------------------------------
 
     def _on_bus(self, msg: Message, delivery: Delivery) -> None:
+        if msg.get("Event-Name") in ("reg_success", "reg_flush"):
+            self.ctx.contacts.forget(str(msg.get("Realm") or ""), msg.get("Username"))
+            return
         if msg.get("Event-Name") == "channels_req":
             account = msg.get("Account-ID")
             rows = [dict(row) for row in self.ctx.channels.values()
