@@ -24,7 +24,9 @@ import gevent
 
 from actors.calls.api import CHANNELS_ROUTING_KEY, channels_resp
 from actors.calls.context import ShardContext
+from actors.calls.journal import DialogJournal, bye_request, restore_dialog
 from actors.calls.legs import (
+    GREGORIAN_OFFSET,
     ALeg,
     Command,
     InDialogRequest,
@@ -33,12 +35,10 @@ from actors.calls.legs import (
     SipResponse,
     SipTimeout,
 )
-from actors.calls.journal import DialogJournal, bye_request, restore_dialog
-from actors.calls.legs import GREGORIAN_OFFSET
 from actors.calls.registry import ShardInfo, advertise, withdraw
-from bus.api.call import call_event
 from actors.kernel import Actor, ActorRef, current_call_id
 from bus import Binding, Delivery, Message
+from bus.api.call import call_event
 from protocols.sip import (
     AckReceived,
     CancelReceived,

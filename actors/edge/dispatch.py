@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+
 from actors.calls.headers import CCV_PREFIX, ORIG_IP, ORIG_PORT, strip_internal_headers
 from actors.calls.registry import ShardDirectory
 from actors.edge.context import EdgeContext

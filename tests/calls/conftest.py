@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import os
 import queue
+import struct
 import subprocess
 import sys
 import threading
 import time
-import struct
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
