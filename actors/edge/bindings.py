@@ -153,8 +153,13 @@ def apply_register(
     changed = False
     for contact, uri, expires in wanted:
         existing = updated.get(uri)
-        if existing is not None and existing.call_id == call_id and cseq <= existing.cseq:
-            return RegisterOutcome(500, "Server Internal Error - Out of Order", tuple(live.values()))
+        if existing is not None and existing.call_id == call_id:
+            if cseq < existing.cseq:
+                return RegisterOutcome(500, "Server Internal Error - Out of Order", tuple(live.values()))
+            if cseq == existing.cseq:
+                # The same request again (a retransmission that found no transaction, as the
+                # edge keeps none once a REGISTER is answered): the same answer, no change.
+                continue
         if expires == 0:
             if existing is not None:
                 removed.append(updated.pop(uri))

@@ -7,6 +7,8 @@ import hashlib
 import logging
 import os
 import secrets
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ from store import Store
 __all__ = ["EdgeContext", "nonce_secret"]
 
 log = logging.getLogger("mirliton.edge")
+
+LINGER = 5.0
 
 
 def nonce_secret(cfg: Config) -> bytes:
@@ -65,6 +69,8 @@ class EdgeContext:
     # Registration documents read at start, taken by each AOR's actor in its first init.
     restored: dict[str, dict[str, Any]] = field(default_factory=dict)
     bindings_held: int = 0
+    # Answered REGISTER transactions, oldest first, ended LINGER seconds after their answer.
+    lingering: deque[tuple[float, ServerTransaction]] = field(default_factory=deque)
     # The edge's own address for Proxy-Path in reg_success / reg_query answers.
     proxy_uri: str = ""
 
@@ -102,6 +108,29 @@ class EdgeContext:
             runner.respond(transaction, response)
         except ValueError as error:  # answered already, or terminated meanwhile
             log.debug("cannot answer %r: %s", transaction, error)
+
+    def respond_briefly(self, transaction: ServerTransaction, response: Response) -> None:
+        """A final answer whose transaction is kept ``LINGER`` seconds rather than Timer J's
+        32 s (Kamailio's wait timer is 5 s): retransmissions in that time get the very same
+        answer from the transaction layer; thousands of REGISTERs a second would otherwise
+        keep tens of thousands of transactions alive. A retransmission arriving later is
+        handled again, which registration makes idempotent (same Call-ID and CSeq)."""
+        self.respond(transaction, response)
+        if not transaction.terminated:
+            self.lingering.append((time.monotonic() + LINGER, transaction))
+
+    def forget_lingering(self, now: float) -> None:
+        """End the transactions whose lingering time is over (called about once a second)."""
+        runner = self.runner
+        lingering = self.lingering
+        ended = False
+        while lingering and lingering[0][0] <= now:
+            _, transaction = lingering.popleft()
+            if runner is not None and not transaction.terminated:
+                runner.layer._terminate(transaction)
+                ended = True
+        if ended and runner is not None:
+            runner.flush()
 
     def abandon(self, transaction: ServerTransaction) -> None:
         """Drop a request without an answer (Kazoo drops a REGISTER whose authn_req timed out;

@@ -202,7 +202,7 @@ class RegistrationActor(Actor):
                 response.headers.add("Min-Expires", str(self.ctx.limits.minimum))
             log.info("REGISTER %s from %s:%d: %d %s", self.aor, *save.source, outcome.status,
                      outcome.reason)
-            self.ctx.respond(save.transaction, response)
+            self.ctx.respond_briefly(save.transaction, response)
             self._stop_if_empty()
             return "answered"
         before = len(self.bindings)
@@ -222,7 +222,7 @@ class RegistrationActor(Actor):
         response = make_response(request, 200, "OK", to_tag=generate_tag())
         for binding in self.bindings.values():
             response.headers.add("Contact", f"<{binding.uri}>;expires={binding.remaining(now)}")
-        self.ctx.respond(save.transaction, response)
+        self.ctx.respond_briefly(save.transaction, response)
         if outcome.removed or outcome.added:
             log.info("REGISTER %s from %s:%d: %d binding(s) (+%d -%d)", self.aor, *save.source,
                      len(self.bindings), len(outcome.added), len(outcome.removed))

@@ -210,9 +210,12 @@ class EdgeSipActor(Actor):
         self._flusher = gevent.spawn(self._flush_metrics)
 
     def _flush_metrics(self) -> None:
+        # Once a second: the shared metric series, and the REGISTER transactions that have
+        # lingered long enough.
         while True:
             gevent.sleep(1.0)
             flush_counts()
+            self.ctx.forget_lingering(time.monotonic())
 
     def terminate(self, reason: Any) -> None:
         self._flusher.kill(block=False)
@@ -298,15 +301,12 @@ class EdgeSipActor(Actor):
             self._send_stateless(self._stateless_response(request, source, 483), source, transport)
             return
         if request.to.tag is None:
-            # Answered statelessly, as Kazoo's Kamailio does (sl_send_reply, auth_challenge
-            # before t_newtran): OPTIONS pings and the first, credential-less REGISTER of every
-            # registration leave no transaction behind; a retransmission is simply answered
-            # again (a REGISTER with a fresh nonce).
+            # OPTIONS pings are answered statelessly, as Kazoo's Kamailio does (sl_send_reply):
+            # they leave no transaction behind. (REGISTER challenges are not: a retransmitted
+            # REGISTER must get the same 401 again, not one with a fresh nonce, or the phone
+            # takes it for a new answer.)
             if method == "OPTIONS":
                 self._send_stateless(self._options_response(request, source), source, transport)
-                return
-            if method == "REGISTER" and not trusted and "authorization" not in request.headers:
-                self._send_stateless(self._challenge_response(request, source), source, transport)
                 return
         self.runner.on_message(request, source, transport)
 
@@ -317,12 +317,6 @@ class EdgeSipActor(Actor):
         response.headers.add("Accept", "application/sdp")
         return response
 
-    def _challenge_response(self, request: Request, source: tuple[str, int]) -> Response:
-        response = self._stateless_response(request, source, 401)
-        realm = self._realm(request, proxy=False)
-        for name, value in self.ctx.digest.challenge_headers(realm, time.time()):
-            response.headers.add(name, value)
-        return response
 
     def _drop(self, reason: str, request: Request, source: tuple[str, int]) -> None:
         DROPPED.labels(reason=reason).inc()
@@ -415,7 +409,10 @@ class EdgeSipActor(Actor):
         response = make_response(event.request, status, None, to_tag=generate_tag())
         for name, value in self.ctx.digest.challenge_headers(realm, time.time(), proxy=proxy, stale=stale):
             response.headers.add(name, value)
-        self.ctx.respond(event.transaction, response)
+        if proxy:
+            self.ctx.respond(event.transaction, response)  # an INVITE waits for its ACK
+        else:
+            self.ctx.respond_briefly(event.transaction, response)
 
     @staticmethod
     def _realm(request: Request, proxy: bool) -> str:
@@ -559,7 +556,9 @@ class EdgeSipActor(Actor):
     def _locked_out(self, event: RequestReceived, username: str) -> None:
         log.warning("%s from %s:%d: %s locked out after %d failed authentications",
                     event.request.method, *event.source, username, self.cfg.auth_failures)
-        self._answer(event, 403, "Forbidden", (("Retry-After", str(self.cfg.lockout_retry_after)),))
+        response = make_response(event.request, 403, "Forbidden", to_tag=generate_tag())
+        response.headers.add("Retry-After", str(self.cfg.lockout_retry_after))
+        self.ctx.respond_briefly(event.transaction, response)
 
 
 def _enlarge_receive_buffer(transport: UdpTransport, size: int) -> None:

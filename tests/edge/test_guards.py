@@ -212,6 +212,10 @@ def test_register_out_of_order_and_expired_and_max_contacts() -> None:
     first = _register({}, ["<sip:1000@10.0.0.5:5062>"], 600, cseq=5)
     current = {b.uri: b for b in first.bindings}
     assert _register(current, ["<sip:1000@10.0.0.5:5062>"], 600, cseq=4).status == 500
+    # The same REGISTER again (a retransmission): the same answer, nothing changes.
+    again = _register(current, ["<sip:1000@10.0.0.5:5062>"], 600, cseq=5, now=1001.0)
+    assert again.status == 200 and not again.changed
+    assert again.bindings[0].expires_at == first.bindings[0].expires_at
     # Expired bindings do not count.
     later = _register(current, ["<sip:1000@10.0.0.7:5062>"], 600, call_id="c", now=5000.0)
     assert [b.uri for b in later.bindings] == ["sip:1000@10.0.0.7:5062"]
