@@ -234,6 +234,18 @@ def _split_plain_params(text: str) -> dict[str, str | None]:
     return params
 
 
+def _find_param(text: str, marker: str) -> str | None:
+    """Value of the parameter ``marker`` (";name=", lower case) in validated parameter text, or
+    None when the quick way cannot tell (absent, other spelling, white space or quotes around):
+    the caller then builds the dict. The last occurrence wins, as in the dict."""
+    start = text.rfind(marker)
+    if start < 0 or " " in text or "\t" in text or '"' in text:
+        return None
+    start += len(marker)
+    end = text.find(";", start)
+    return text[start:] if end < 0 else text[start:end]
+
+
 def format_params(params: Mapping[str, str | None]) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
 
@@ -538,6 +550,12 @@ class Via:
 
     @property
     def branch(self) -> str | None:
+        # Transactions read the branch of every message: take it straight from the compact
+        # parameter text when possible instead of building the whole dict.
+        if self._params is None:
+            value = _find_param(self._param_text or "", ";branch=")
+            if value is not None:
+                return value
         return self.params.get("branch")
 
     @property
@@ -776,6 +794,11 @@ class NameAddr:
 
     @property
     def tag(self) -> str | None:
+        # Dialog matching reads From/To tags of every message: see Via.branch.
+        if self._params is None:
+            value = _find_param(self._param_text or "", ";tag=")
+            if value is not None:
+                return value
         return self.params.get("tag")
 
     @tag.setter

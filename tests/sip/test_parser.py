@@ -268,6 +268,38 @@ def test_bad_name_addr(text: str) -> None:
         NameAddr.parse(text, "to")
 
 
+@pytest.mark.parametrize(
+    ("text", "tag"),
+    [
+        ("<sip:a@x.com>;tag=abc", "abc"),
+        ("<sip:a@x.com>;TAG=abc", "abc"),
+        ("<sip:a@x.com> ; tag = abc", "abc"),
+        ('<sip:a@x.com>;p="x;tag=no";tag=yes', "yes"),
+        ('<sip:a@x.com>;tag=yes;p="x;tag=no"', "yes"),
+        ("<sip:a@x.com>;tag=first;tag=last", "last"),
+        ("<sip:a@x.com>;xtag=1", None),
+        ("<sip:a@x.com>", None),
+    ],
+)
+def test_tag_quick_path_agrees_with_params(text: str, tag: str | None) -> None:
+    assert NameAddr.parse(text).tag == tag
+    assert NameAddr.parse(text).params.get("tag") == tag
+
+
+@pytest.mark.parametrize(
+    ("text", "branch"),
+    [
+        ("SIP/2.0/UDP h;branch=z9hG4bK1;rport", "z9hG4bK1"),
+        ("SIP/2.0/UDP h;Branch=z9hG4bK2", "z9hG4bK2"),
+        ("SIP/2.0/UDP h ; branch = z9hG4bK3", "z9hG4bK3"),
+        ("SIP/2.0/UDP h;received=192.0.2.1", None),
+    ],
+)
+def test_branch_quick_path_agrees_with_params(text: str, branch: str | None) -> None:
+    assert Via.parse(text).branch == branch
+    assert Via.parse(text).params.get("branch") == branch
+
+
 def test_parse_contact_star_and_name_addr() -> None:
     assert parse_contact("*") == StarContact() and str(StarContact()) == "*"
     contact = parse_contact("<sip:a@x.com>;expires=30")
