@@ -186,7 +186,8 @@ class MediaStream:
     Symmetric RTP (``latch=True``): the first packet from an address other than the SDP's
     makes the stream send there (a phone behind NAT); later packets from yet another address
     are dropped until :meth:`set_remote` is called again (a re-INVITE), so nobody can take the
-    stream over by spraying packets at the port.
+    stream over by spraying packets at the port. Packets from the SDP's own address are always
+    taken and make the stream send there again.
     """
 
     _ids = itertools.count(1)
@@ -201,6 +202,7 @@ class MediaStream:
         self.latch = latch
         self.rtp_timeout = rtp_timeout
         self.remote: tuple[str, int] | None = None
+        self._sdp_remote: tuple[str, int] | None = None
         self._latched = False
         self.codec = "PCMU"
         self.payload_type = 0
@@ -257,6 +259,7 @@ class MediaStream:
         if codec not in ("PCMU", "PCMA"):
             raise ValueError(f"unsupported codec {codec}")
         self.remote = (host, port) if host and port else None
+        self._sdp_remote = self.remote
         self._latched = False
         self.codec = codec
         self.payload_type = payload_type if payload_type is not None else (
@@ -476,7 +479,13 @@ class MediaStream:
             return  # RTCP muxed on the RTP port (RFC 5761): nothing we act on yet
         address = (source[0], source[1])
         if address != self.remote:
-            if self.latch and not self._latched:
+            if address == self._sdp_remote:
+                # The address the SDP gave is always good: a packet from it undoes a latch
+                # onto a stray packet (e.g. from the old far end, still queued at a re-INVITE).
+                self.remote = address
+                self._latched = True
+                self._emit(RemoteLatched(self.id, address))
+            elif self.latch and not self._latched:
                 self.remote = address
                 self._latched = True
                 self._emit(RemoteLatched(self.id, address))

@@ -156,7 +156,7 @@ def test_record_time_limit(engine: MediaEngine, peers: list[RtpPeer], tmp_path: 
     assert (done.reason, done.seconds, done.path) == ("time_limit", 1.0, path)
     pcm, rate = _read_wav(path)
     assert rate == 8000 and len(pcm) == 8000
-    assert dominant_frequencies(pcm) == [440.0]
+    assert abs(dominant_frequencies(pcm)[0] - 440) <= 10
     assert not path.with_name("rec.wav.part").exists()
 
 
@@ -180,7 +180,7 @@ def test_record_stops_on_silence_and_on_terminator(
         RecordingFinished)[1]
     assert (done.reason, done.digit) == ("terminator", "#")
     pcm, _ = _read_wav(tmp_path / "b.wav")
-    assert dominant_frequencies(pcm) == [300.0]
+    assert abs(dominant_frequencies(pcm)[0] - 300) <= 10
     assert owner.of(DigitsCollected) == []
 
 
@@ -212,6 +212,18 @@ def test_symmetric_rtp_latches_once(engine: MediaEngine, peers: list[RtpPeer]) -
     wait_for(lambda: owner.of(PlaybackFinished))
     wait_for(lambda: len(nat.received) >= 10)
     assert intruder.received == [] and stream.packets_dropped >= 5
+    # A re-INVITE moves the far end; a stray packet of the old one still latches first, but
+    # the first packet from the new SDP address takes the stream back.
+    moved = RtpPeer()
+    peers.append(moved)
+    moved.target = stream.local_address
+    stream.set_remote(*moved.address)
+    nat.stream(sine(440, 0.02)).join()
+    moved.stream(sine(440, 0.02)).join()
+    wait_for(lambda: len(owner.of(RemoteLatched)) == 3)
+    assert [e.address for e in owner.of(RemoteLatched)][1:] == [nat.address, moved.address]
+    stream.play(sine(440, 0.1))
+    wait_for(lambda: len(moved.received) >= 5)
 
 
 def test_bridge_rewrites_ssrc_sequence_and_passes_dtmf(
@@ -258,7 +270,9 @@ def test_conference_everyone_hears_the_others(engine: MediaEngine,
         sender.join()
     for freq, _, peer in members:
         heard = peer.audio(peer.received[25:70])  # the middle, while all three talk
-        assert dominant_frequencies(heard, 2) == sorted(set(tones) - {freq}), freq
+        others = sorted(set(tones) - {freq})
+        assert all(abs(got - want) <= 10 for got, want in
+                   zip(dominant_frequencies(heard, 2), others, strict=True)), freq
         spectrum = np.abs(np.fft.rfft(heard.astype(np.float64)))
         freqs = np.fft.rfftfreq(len(heard), 1 / 8000)
         own = spectrum[np.argmin(np.abs(freqs - freq))]
