@@ -174,7 +174,9 @@ class _Recorder:
         self.silence_frames_needed = (
             int(silence_seconds / TICK) if silence_seconds and silence_seconds > 0 else None
         )
-        self.silent_frames = 0
+        # With silence detection, silent frames wait here until a louder one follows: a
+        # recording that ends on silence does not keep the silence that ended it.
+        self.pending_silence: list[Pcm] = []
 
 
 # -- streams ----------------------------------------------------------------------------------
@@ -346,8 +348,9 @@ class MediaStream:
 
         Ends at ``time_limit`` seconds, on a terminator digit, after ``silence_seconds`` of
         consecutive frames whose mean absolute level is under ``silence_threshold`` (16-bit
-        scale; 200 is about -44 dBFS), on :meth:`stop_record`, or when the stream closes (the
-        recording is kept). The file appears at ``path`` only once complete.
+        scale; 200 is about -44 dBFS; that trailing silence is left out of the file), on
+        :meth:`stop_record`, or when the stream closes (the recording is kept). The file
+        appears at ``path`` only once complete.
         """
         self._end_record("stopped")
         op = next(self._op_ids)
@@ -414,6 +417,13 @@ class MediaStream:
             return
         self._recorder = None
         writer = recorder.writer
+        if recorder.pending_silence and not discard:
+            # Ended for another reason than silence: the quiet tail is part of the recording.
+            limit = recorder.max_samples
+            tail = np.concatenate(recorder.pending_silence)
+            if limit is not None:
+                tail = tail[: max(0, limit - writer.samples)]
+            writer.write(tail)
         if discard:
             writer.discard()
         else:
@@ -628,23 +638,29 @@ class MediaStream:
             self._record_frame(recorder, pcm)
 
     def _record_frame(self, recorder: _Recorder, pcm: Pcm) -> None:
+        if recorder.silence_frames_needed is not None:
+            level = int(np.abs(pcm.astype(np.int32)).mean())
+            if level < recorder.silence_threshold:
+                recorder.pending_silence.append(pcm)
+                if len(recorder.pending_silence) >= recorder.silence_frames_needed:
+                    recorder.pending_silence.clear()
+                    self._end_record("silence")
+                return
+            self._write_recording(recorder, recorder.pending_silence)
+            recorder.pending_silence.clear()
+        self._write_recording(recorder, [pcm])
+
+    def _write_recording(self, recorder: _Recorder, chunks: list[Pcm]) -> None:
         limit = recorder.max_samples
         writer = recorder.writer
-        if limit is not None and writer.samples + len(pcm) > limit:
-            pcm = pcm[: max(0, limit - writer.samples)]
-        if len(pcm):
-            writer.write(pcm)
-        if limit is not None and writer.samples >= limit:
-            self._end_record("time_limit")
-            return
-        if recorder.silence_frames_needed is not None:
-            level = int(np.abs(pcm.astype(np.int32)).mean()) if len(pcm) else 0
-            if level < recorder.silence_threshold:
-                recorder.silent_frames += 1
-                if recorder.silent_frames >= recorder.silence_frames_needed:
-                    self._end_record("silence")
-            else:
-                recorder.silent_frames = 0
+        for pcm in chunks:
+            if limit is not None and writer.samples + len(pcm) > limit:
+                pcm = pcm[: max(0, limit - writer.samples)]
+            if len(pcm):
+                writer.write(pcm)
+            if limit is not None and writer.samples >= limit:
+                self._end_record("time_limit")
+                return
 
     def _tick_out(self, now: float) -> bool:
         """Outbound half: the next frame of what plays; True when it sent something."""

@@ -167,7 +167,8 @@ def test_record_stops_on_silence_and_on_terminator(
     stream.record(tmp_path / "a.wav", silence_seconds=0.4, silence_threshold=200)
     peer.stream(np.concatenate([sine(440, 0.5), np.zeros(8000 * 3, dtype=np.int16)]))
     done = wait_for(lambda: owner.of(RecordingFinished))[0]
-    assert done.reason == "silence" and 0.5 < done.seconds < 3.5
+    # The silence that ended it is not kept: about the 0.5 s of tone remain.
+    assert done.reason == "silence" and 0.4 <= done.seconds <= 0.8
     peer.close()
     peer2 = RtpPeer()
     peers.append(peer2)
