@@ -204,7 +204,8 @@ class Phone:
     """tests/calls/phone.py in its own process, driven by JSON lines."""
 
     def __init__(self, pbx: PBX, user: str, workdir: Path, *, tone: float = 440.0,
-                 answer_after: float = -1.0, reject: int = 0, record: bool = True) -> None:
+                 answer_after: float = -1.0, reject: int = 0, record: bool = True,
+                 early_media: bool = False) -> None:
         self.user = user
         self.recording = workdir / f"heard-{user}-{uuid.uuid4().hex[:6]}.wav" if record else None
         args = [sys.executable, str(PHONE), "--edge", pbx.edge, "--realm", pbx.realm,
@@ -213,6 +214,8 @@ class Phone:
                 "--workdir", str(workdir)]
         if self.recording is not None:
             args += ["--record", str(self.recording)]
+        if early_media:
+            args.append("--early-media")
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True, cwd=REPO,
                                      env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -11,7 +11,8 @@ to ``--record``. Incoming calls ring (180) and are answered after ``--answer-aft
 rejected with ``--reject CODE``, or left ringing with ``--answer-after -1``.
 
 Commands, one JSON object per line on stdin: ``{"cmd": "call", "uri": "sip:1002@a.test"}``,
-``{"cmd": "hangup"}``, ``{"cmd": "answer"}``, ``{"cmd": "quit"}``; closing stdin quits.
+``{"cmd": "hangup"}``, ``{"cmd": "answer"}``, ``{"cmd": "hold"}``, ``{"cmd": "unhold"}``,
+``{"cmd": "quit"}``; closing stdin quits. ``--early-media`` rings with 183 and SDP.
 Output, one JSON object per line on stdout: ``registration``, ``incoming``, ``state`` (with
 ``state``, ``code``, ``call_id``), ``media``, ``done``.
 """
@@ -49,6 +50,15 @@ def write_tone(path: str, frequency: float, seconds: float = 5.0, rate: int = 80
         out.writeframes(bytes(frames))
 
 
+MEDIA_STATUS = {
+    pj.PJSUA_CALL_MEDIA_NONE: "none",
+    pj.PJSUA_CALL_MEDIA_ACTIVE: "active",
+    pj.PJSUA_CALL_MEDIA_LOCAL_HOLD: "local_hold",
+    pj.PJSUA_CALL_MEDIA_REMOTE_HOLD: "remote_hold",
+    pj.PJSUA_CALL_MEDIA_ERROR: "error",
+}
+
+
 class Phone:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -73,13 +83,17 @@ class PhoneCall(pj.Call):  # type: ignore[misc]
     def onCallMediaState(self, prm: Any) -> None:  # noqa: N802 - pjsua2 API
         info = self.getInfo()
         for index, media in enumerate(info.media):
-            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+            if media.type != pj.PJMEDIA_TYPE_AUDIO:
+                continue
+            status = MEDIA_STATUS.get(media.status, str(media.status))
+            if media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
                 audio = self.getAudioMedia(index)
                 if self.phone.player is not None:
                     self.phone.player.startTransmit(audio)
                 if self.phone.recorder is not None:
                     audio.startTransmit(self.phone.recorder)
-                emit(event="media", active=True, call_id=str(info.callIdString))
+            emit(event="media", active=status == "active", status=status,
+                 state=info.stateText, call_id=str(info.callIdString))
 
 
 class PhoneAccount(pj.Account):  # type: ignore[misc]
@@ -102,7 +116,7 @@ class PhoneAccount(pj.Account):  # type: ignore[misc]
             op.statusCode = args.reject
             call.answer(op)
             return
-        op.statusCode = 180
+        op.statusCode = 183 if args.early_media else 180
         call.answer(op)
         if args.answer_after >= 0:
             self.phone.pending_answer.append((time.monotonic() + args.answer_after, call))
@@ -118,6 +132,7 @@ def main() -> int:
     parser.add_argument("--record", default="")
     parser.add_argument("--answer-after", type=float, default=-1.0)
     parser.add_argument("--reject", type=int, default=0)
+    parser.add_argument("--early-media", action="store_true", help="ring with 183 and SDP")
     parser.add_argument("--workdir", default="/tmp")
     parser.add_argument("--lifetime", type=float, default=300.0)
     args = parser.parse_args()
@@ -209,6 +224,16 @@ def main() -> int:
                             op = pj.CallOpParam()
                             op.statusCode = 200
                             call.answer(op)
+                elif name == "hold":
+                    for call in phone.calls:
+                        if call.isActive():
+                            call.setHold(pj.CallOpParam())
+                elif name == "unhold":
+                    for call in phone.calls:
+                        if call.isActive():
+                            op = pj.CallOpParam(True)
+                            op.opt.flag = pj.PJSUA_CALL_UNHOLD
+                            call.reinvite(op)
                 elif name == "quit":
                     running = False
             except pj.Error as error:

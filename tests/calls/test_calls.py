@@ -283,3 +283,30 @@ def test_unknown_number_gets_604_and_metrics(pbx: PBX, tmp_path: Path, phones: l
                  'mirliton_call_attempts_total{result="answered"}',
                  "mirliton_call_setup_seconds_bucket", "mirliton_route_req_seconds_count"):
         assert name in text, name
+
+
+def test_early_media_then_hold_and_unhold_pass_through(pbx: PBX, tmp_path: Path,
+                                                       phones: list[Phone]) -> None:
+    p = _phones(pbx, tmp_path, phones, **{
+        "1001": {"record": False},
+        "2001": {"answer_after": 1.5, "early_media": True, "record": False}})
+    a, b = p["1001"], p["2001"]
+    a.call("2500", REALM)
+    # The callee's 183 with SDP reaches the caller: media before the answer.
+    early = a.wait_for(lambda e: e.get("event") == "media" and e.get("active")
+                       and e.get("state") == "EARLY", what="early media")
+    assert early["state"] == "EARLY"
+    a.state("CONFIRMED")
+    b.state("CONFIRMED")
+    since = len(b.events)
+    a.send(cmd="hold")  # re-INVITE with a=sendonly, relayed to the callee's dialog
+    b.wait_for(lambda e: e.get("event") == "media" and e.get("status") == "remote_hold",
+               what="the callee put on hold", after=since)
+    a.wait_for(lambda e: e.get("event") == "media" and e.get("status") == "local_hold",
+               what="the caller's hold accepted")
+    since = len(b.events)
+    a.send(cmd="unhold")
+    b.wait_for(lambda e: e.get("event") == "media" and e.get("status") == "active",
+               what="the callee back from hold", after=since)
+    b.send(cmd="hangup")
+    a.state("DISCONNECTED")
