@@ -543,6 +543,7 @@ class ALeg(CallLeg):
         self.progress_sent = 0
         self.routed = False
         self.outbound_caller: tuple[str, str] | None = None
+        self.reoffer: ClientTransaction | None = None
 
     def init(self) -> None:
         request = self.invite
@@ -597,7 +598,10 @@ class ALeg(CallLeg):
         elif isinstance(msg, RelayAnswer):
             self.on_relay_answer(msg)
         elif isinstance(msg, SipResponse):
-            self.relayed_response(msg.response, msg.transaction)
+            if msg.transaction is not None and msg.transaction is self.reoffer:
+                self.on_reoffer_response(msg.response)
+            else:
+                self.relayed_response(msg.response, msg.transaction)
         elif isinstance(msg, SipTimeout):
             pending = self.relayed_out.pop(msg.transaction, None)
             if pending is not None:
@@ -720,6 +724,17 @@ class ALeg(CallLeg):
         self.peer = peer
         self.other_leg = peer_call_id
         self.journal_up()
+
+    def on_reoffer_response(self, response: Response) -> None:
+        """The caller's answer to the re-INVITE that gave it the callee's media."""
+        if response.status < 200 or self.dialog is None or self.reoffer is None:
+            return
+        self.dialog.receive_response(self.reoffer.request, response)
+        if response.status < 300:
+            self.send_ack(self.dialog.create_ack(self.reoffer.request, via=self.via()))
+        else:
+            log.warning("caller refused the bridged media (%d): hanging up", response.status)
+            self.hangup("INCOMPATIBLE_DESTINATION")
 
     def retransmit_2xx(self) -> None:
         retransmission = self.retransmission
@@ -948,8 +963,9 @@ class ALeg(CallLeg):
                 msg.leg.send(CancelLeg("NORMAL_TEMPORARY_FAILURE"))
                 return
         else:
-            # Answered before (e.g. an answer command): offer the callee's media to the caller.
-            self.send_in_dialog("INVITE", msg.body, msg.content_type or "application/sdp")
+            # Answered before (an answer command): offer the callee's media to the caller.
+            self.reoffer = self.send_in_dialog("INVITE", msg.body,
+                                               msg.content_type or "application/sdp", track=True)
         self.callee_name, self.callee_number = msg.callee_name, msg.callee_number
         self.set_peer(msg.leg, msg.call_id)
         msg.leg.send(Bridged(self.ref, self.call_id))

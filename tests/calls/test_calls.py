@@ -71,6 +71,8 @@ def pbx(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
                 "module": "temporal_route", "data": {"rules": [rule], "timezone": "Europe/Paris"},
                 "children": {rule: {"module": "response", "data": {"code": 486}},
                              "_": {"module": "response", "data": {"code": 503}}}})
+        pbx.add_callflow(["2800"], {"module": "answer", "data": {},
+                                    "children": {"_": _device(pbx, "2002")}})
         pbx.add_callflow(["2700"], {"module": "callflow", "data": {"id": "loop-2700"}},
                          doc_id="loop-2700")
         yield pbx
@@ -310,3 +312,30 @@ def test_early_media_then_hold_and_unhold_pass_through(pbx: PBX, tmp_path: Path,
                what="the callee back from hold", after=since)
     b.send(cmd="hangup")
     a.state("DISCONNECTED")
+
+
+def test_answered_first_then_bridged_audio_both_ways(pbx: PBX, tmp_path: Path,
+                                                     phones: list[Phone]) -> None:
+    p = _phones(pbx, tmp_path, phones, **{"1001": {"tone": TONE_A},
+                                          "2002": {"tone": TONE_B, "answer_after": 1.0}})
+    a, b = p["1001"], p["2002"]
+    a.call("2800", REALM)
+    answered = a.state("CONFIRMED")  # the answer action: connected before the callee rings
+    ringing = b.incoming()
+    assert answered["t"] <= ringing["t"]
+    b.state("CONFIRMED")
+    # The caller gets the callee's media in a re-INVITE once the bridge is up.
+    a.wait_for(lambda e: e.get("event") == "media" and e.get("active") and e["t"] > ringing["t"],
+               what="the caller's media renegotiated to the callee")
+    time.sleep(3.0)
+    a.send(cmd="hangup")
+    b.state("DISCONNECTED")
+    a_leg, b_leg = pbx.legs_of(answered["call_id"])
+    assert a_leg["billing_seconds"] >= b_leg["billing_seconds"]
+    a.stop()
+    b.stop()
+    assert a.recording is not None and b.recording is not None
+    heard_by_a, _ = dominant_frequency(a.recording, skip=2.0)
+    heard_by_b, _ = dominant_frequency(b.recording)
+    assert abs(heard_by_a - TONE_B) < 20, heard_by_a
+    assert abs(heard_by_b - TONE_A) < 20, heard_by_b
