@@ -180,7 +180,7 @@ class PBX:
 
 
 def start_pbx(base: Path, *, store_url: str = "embedded", bus_url: str = "local",
-              shards: int = 2, **env: str) -> PBX:
+              shards: int = 2, roles: list[str] | None = None, **env: str) -> PBX:
     port = free_port()
     node_env = {
         "MIRLITON_SIP__LISTEN": json.dumps([f"udp:127.0.0.1:{port}", f"tcp:127.0.0.1:{port}"]),
@@ -190,7 +190,7 @@ def start_pbx(base: Path, *, store_url: str = "embedded", bus_url: str = "local"
         "MIRLITON_CALLS__SHARDS": str(shards),
     }
     node_env.update(env)
-    node = Node(base / "node", ROLES, node_env)
+    node = Node(base / "node", roles or ROLES, node_env)
     node.start()
     return PBX(node, port, store_url)
 
