@@ -162,7 +162,7 @@ def _register_subcommands() -> None:
 
     for module, attr in (("mirliton.cli_account", "account"), ("mirliton.cli_device", "device"),
                          ("mirliton.cli_registrations", "registrations"),
-                         ("mirliton.cli_calls", "calls")):
+                         ("mirliton.cli_calls", "calls"), ("mirliton.cli_prompts", "prompts")):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as err:
