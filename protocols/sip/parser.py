@@ -22,8 +22,8 @@ round trip), splits lines once, and stores every header as (key, name, value, ra
 
 Everything RFC 4475 3.1.2 gets wrong sits in the first group, so this single pass rejects all those
 messages. ``Message.validate_headers()`` (called by ``validate_request``) completes the check for
-callers that want everything up front -- a registrar, a strict edge. The cost: about 230k CPU
-instructions for a typical 1 kB INVITE including typed reads (bench/sip_parse.py).
+callers that want everything up front -- a registrar, a strict edge. The cost: about 220k CPU
+instructions (callgrind) for a typical 1 kB INVITE including typed reads (bench/sip_parse.py).
 
 RFC 3261 7 / 25.1 message framing::
 
