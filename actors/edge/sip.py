@@ -317,11 +317,12 @@ class EdgeSipActor(Actor):
         response.headers.add("Accept", "application/sdp")
         return response
 
-
     def _drop(self, reason: str, request: Request, source: tuple[str, int]) -> None:
         DROPPED.labels(reason=reason).inc()
-        log.debug("dropped %s %s from %s:%d (%s) call-id %s", request.method, request.uri,
-                  source[0], source[1], reason, _safe_call_id(request))
+        if log.isEnabledFor(logging.DEBUG):
+            current_call_id.set(_safe_call_id(request))
+            log.debug("dropped %s %s from %s:%d (%s)", request.method, request.uri, source[0],
+                      source[1], reason)
 
     def _stateless_response(
         self, request: Request, source: tuple[str, int], status: int, reason: str | None = None
