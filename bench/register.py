@@ -17,7 +17,8 @@ unfinished call); then the highest clean rate runs ``--duration`` seconds ``--ru
 failing confirmation steps down a rate, then by quarters). The machine's load average is
 reported: the node shares its cores with SIPp and whatever else runs. Reported: that rate, the registrations per second
 achieved, and p50/p99 of the registration time (first REGISTER sent to 200 received), medians
-over the runs. With ``--json`` the last line printed is one JSON object.
+over the runs, and the edge process's CPU time per registration (about 1e6 / it is the rate
+one core of its own would sustain). With ``--json`` the last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -90,6 +91,25 @@ class BenchNode:
             self.cli("device", "create", "--account", account["account_id"], "--name", user,
                      "--username", user, "--password", password, "--json")
 
+    def edge_pid(self) -> int | None:
+        status = json.loads(self.cli_unchecked("status", "--json"))
+
+        def find(node: dict[str, Any]) -> int | None:
+            if node.get("id") == "edge" and node.get("pid"):
+                return int(node["pid"])
+            for child in node.get("children", []) or []:
+                found = find(child)
+                if found:
+                    return found
+            return None
+
+        return find(status.get("tree") or {})
+
+    def cli_unchecked(self, *args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "mirliton", *args, "--data-dir", str(self.data_dir)],
+                              env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+        return done.stdout
+
     def stop(self) -> None:
         try:
             self.cli("stop")
@@ -97,8 +117,21 @@ class BenchNode:
             pass
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_load(node: BenchNode, rate: float, duration: float, workdir: Path) -> dict[str, Any]:
     """All SIPp processes at ``rate`` registrations/s in total for ``duration`` seconds."""
+    edge_pid = node.edge_pid()
+    cpu_before = _cpu_seconds(edge_pid)
     users = list(node.users.items())
     per_process = rate / len(users)
     calls = max(1, int(per_process * duration))
@@ -128,6 +161,7 @@ def run_load(node: BenchNode, rate: float, duration: float, workdir: Path) -> di
             proc.kill()
             proc.wait()
     elapsed = time.monotonic() - started
+    edge_cpu = _cpu_seconds(edge_pid) - cpu_before
     successful = failed = 0
     rtts: list[float] = []
     for _, out_dir in procs:
@@ -154,6 +188,10 @@ def run_load(node: BenchNode, rate: float, duration: float, workdir: Path) -> di
         "registrations_per_s": successful / elapsed if elapsed else 0.0,
         "p50_ms": _percentile(rtts, 0.50),
         "p99_ms": _percentile(rtts, 0.99),
+        # CPU time of the edge process per successful registration: what the rate would be
+        # on a core of its own is about 1e6 / this.
+        "edge_cpu_us_per_registration": round(edge_cpu / successful * 1e6) if successful else None,
+        "load_average": round(os.getloadavg()[0], 2),
     }
 
 
@@ -216,7 +254,9 @@ def main() -> int:
                 confirmations.append(result)
                 print(f"run {rate:.0f}/s for {args.duration:.0f}s: {result['successful']} ok, "
                       f"{result['failed']} failed, {result['registrations_per_s']:.0f}/s, "
-                      f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms", file=sys.stderr)
+                      f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, edge "
+                      f"{result['edge_cpu_us_per_registration']} us CPU/registration, load "
+                      f"{result['load_average']}", file=sys.stderr)
                 if result["failed"]:
                     break
             attempts.extend(confirmations)
@@ -243,11 +283,12 @@ def main() -> int:
         "registrations_per_s": median("registrations_per_s"),
         "p50_ms": median("p50_ms"),
         "p99_ms": median("p99_ms"),
+        "edge_cpu_us_per_registration": median("edge_cpu_us_per_registration"),
         "failed": sum(r["failed"] for r in confirmations),
         "search": [{k: r[k] for k in ("rate", "successful", "failed", "p99_ms")} for r in search],
         "runs_detail": [{k: r[k] for k in ("rate", "successful", "failed", "registrations_per_s",
-                                           "p50_ms", "p99_ms")} for r in attempts],
-        "load_average": os.getloadavg()[0],
+                                           "p50_ms", "p99_ms", "edge_cpu_us_per_registration",
+                                           "load_average")} for r in attempts],
     }
     if args.json:
         print(json.dumps(summary))
