@@ -56,7 +56,7 @@ from actors.media.ports import PortAllocator
 from protocols.rtp.dtmf import DtmfReceiver, DtmfSender
 from protocols.rtp.g711 import decode, encode
 from protocols.rtp.jitter import JitterBuffer
-from protocols.rtp.packet import RtpError, is_rtcp, parse_rtp
+from protocols.rtp.packet import RtpError, parse_rtp
 from protocols.rtp.sequence import ReceptionStats, seq_delta, ts_delta
 from protocols.rtp.tones import SAMPLES_PER_FRAME, ToneGenerator, ToneSpec
 from protocols.sdp import PCMA, PCMU, TELEPHONE_EVENT, Codec, LocalMedia, NegotiatedStream
@@ -465,29 +465,28 @@ class MediaStream:
     # -- internals: receiving (io watcher callback, in the hub) ---------------------------
 
     def _on_readable(self) -> None:
-        sock = self._sock
-        for _ in range(64):  # bounded, so one flooded port cannot starve the rest
-            try:
-                data, source = sock.recvfrom(2048)
-            except BlockingIOError:
-                return
-            except OSError:
-                # ICMP port unreachable from an earlier send, or the socket closed under us.
-                if self.closed:
-                    return
-                continue
-            try:
-                self._on_datagram(data, source)
-            except Exception:  # one bad packet or bug must not stop the watcher
-                log.exception("media stream %s: packet handling failed", self.id)
+        # One datagram per callback: libev's watchers are level-triggered, so a port with more
+        # queued is called again in the same loop iteration, and a stream at 50 packets/s
+        # almost never has two waiting; reading until EAGAIN would cost every packet a
+        # second, failing system call. It also keeps one flooded port from starving others.
+        try:
+            data, source = self._sock.recvfrom(2048)
+        except OSError:
+            # EAGAIN (spurious wake-up), an ICMP port unreachable from an earlier send, or
+            # the socket closed under us: nothing to read this time.
+            return
+        try:
+            self._on_datagram(data, source)
+        except Exception:  # one bad packet or bug must not stop the watcher
+            log.exception("media stream %s: packet handling failed", self.id)
 
     def _on_datagram(self, data: bytes, source: tuple[str, int]) -> None:
         if len(data) < 12 or data[0] >> 6 != 2:
             self.packets_dropped += 1
             return
-        if is_rtcp(data):
+        if 192 <= data[1] <= 223:  # is_rtcp, inlined: this runs for every packet
             return  # RTCP muxed on the RTP port (RFC 5761): nothing we act on yet
-        address = (source[0], source[1])
+        address = source if len(source) == 2 else (source[0], source[1])
         if address != self.remote:
             if address == self._sdp_remote:
                 # The address the SDP gave is always good: a packet from it undoes a latch
