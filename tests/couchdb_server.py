@@ -125,3 +125,34 @@ def couchdb_flavor(couchdb_url: str) -> str:
         return store.server_flavor
     finally:
         store.close()
+
+
+@pytest.fixture(scope="module")
+def fresh_couchdb_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A CouchDB-API server with no database yet, for tests of Kazoo's global layout (the
+    first account created is the system account, so ``accounts`` must start empty).
+
+    Without MIRLITON_TEST_COUCHDB_URL: a pouchdb-server of the module's own. With it: that
+    server, emptied of every non-system database first (it is a test server).
+    """
+    given = os.environ.get("MIRLITON_TEST_COUCHDB_URL")
+    if given:
+        url = given.rstrip("/")
+        _wait_until_up(url, None, START_TIMEOUT)
+        from store.couchdb import CouchDBStore
+
+        store = CouchDBStore(url)
+        try:
+            for db in store.list_dbs():
+                if not db.startswith("_"):
+                    store.delete_db(db, missing_ok=True)
+        finally:
+            store.close()
+        yield url
+        return
+    workdir = tmp_path_factory.mktemp("pouchdb")
+    url, process = start_pouchdb_server(workdir)
+    try:
+        yield url
+    finally:
+        stop_process(process)

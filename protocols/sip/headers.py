@@ -647,7 +647,7 @@ def _check_via_params(params: dict[str, str | None]) -> None:
 # contact-param  =  (name-addr / addr-spec) *(SEMI contact-params)
 # RFC 3261 20: in the addr-spec form the URI may not contain ',' ';' or '?', so everything from the
 # first ';' on is header parameters and a '?' is an error (RFC 4475 regbadct).
-_TOKEN_DISPLAY_RE = re.compile(rf"[ \t]*((?:[{_TOKEN_CHARS}]+[ \t]*)*)<")
+_TOKEN_DISPLAY_RE = re.compile(rf"[ \t]*+((?:[{_TOKEN_CHARS}]++[ \t]*+)*+)<")
 
 
 # The common shapes in one regex call: ["display" or tokens] <sip(s) URI without escapes,

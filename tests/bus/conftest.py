@@ -48,7 +48,7 @@ def _rabbitmqctl(*args: str) -> bool:
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:
     if not _broker_reachable(AMQP_URL):
-        pytest.skip(f"no RabbitMQ at {AMQP_URL}")
+        pytest.fail(f"no RabbitMQ at {AMQP_URL}: the test command starts it (tests/services/setup.sh)")
     parts = urlsplit(AMQP_URL)
     vhost = f"mirliton-test-bus-{uuid.uuid4().hex[:8]}"
     user = parts.username or "guest"

@@ -17,11 +17,10 @@ pytestmark = pytest.mark.couchdb
 
 
 @pytest.fixture
-def couch_tree(couchdb_url: str, tmp_path: Path) -> Iterator[Tree]:
-    store: Store = open_store(couchdb_url, tmp_path / "data")
+def couch_tree(fresh_couchdb_url: str, tmp_path: Path) -> Iterator[Tree]:
+    store: Store = open_store(fresh_couchdb_url, tmp_path / "data")
     before = set(store.list_dbs())
-    if "accounts" in before:
-        pytest.skip("the CouchDB server already holds an accounts database (not a clean test server)")
+    assert "accounts" not in before, "each test leaves the server as it found it"
     try:
         yield build_tree(store)
     finally:

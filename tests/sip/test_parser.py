@@ -734,3 +734,20 @@ def test_validate_request_rows(
 ) -> None:
     rejection = validate_request(message, **kwargs)  # type: ignore[arg-type]
     assert (rejection.status if rejection else None) == status
+
+
+@pytest.mark.parametrize("header", ["From", "To", "Contact"])
+@pytest.mark.parametrize("value", ["ab" * 40 + "@<sip:x@y>", "ab" * 40 + '"<sip:x@y>',
+                                   "a" * 200 + "\x01<sip:x@y>"])
+def test_token_display_names_do_not_backtrack_exponentially(header: str, value: str) -> None:
+    # A display-name of tokens followed by a stray character once made the fallback regex
+    # try every split of the tokens (2^n): one 120-byte datagram froze the node's hub.
+    # With the possessive pattern this is linear; a regression hangs past the test timeout.
+    headers = {"From": "<sip:a@b>;tag=1", "To": "<sip:a@b>", "Contact": "<sip:a@b>"}
+    headers[header] = value
+    text = ("OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            + "Call-ID: 1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+    with pytest.raises(SipParseError):
+        msg = parse_message(text.encode("latin-1"))
+        msg.validate_headers()
