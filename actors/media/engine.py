@@ -12,8 +12,9 @@ A call leg uses it like this (events go to ``owner``: an :class:`~actors.kernel.
 or any callable taking one event)::
 
     stream = engine.open_stream(owner=self.ref)           # binds an even port of the range
-    answer = build_answer(offer, stream.local_media())    # our port in the SDP
-    stream.set_remote_from(answer.streams[0])             # far end, codec, telephone-event
+    answer = stream.answer_sdp(invite.body)               # our port in the SDP; far end,
+                                                          # codec, telephone-event taken
+    # (a B-leg: offer = stream.offer_sdp(); later stream.accept_answer_sdp(offer, body))
     op = stream.play("/path/prompt.wav", terminators="#") # -> PlaybackFinished(op_id=op)
     stream.collect_dtmf(max_digits=4, terminators="#")    # -> DigitsCollected
     stream.record(path, time_limit=120, silence_seconds=5)# -> RecordingStarted/Finished
@@ -59,7 +60,21 @@ from protocols.rtp.jitter import JitterBuffer
 from protocols.rtp.packet import RtpError, parse_rtp
 from protocols.rtp.sequence import ReceptionStats, seq_delta, ts_delta
 from protocols.rtp.tones import SAMPLES_PER_FRAME, ToneGenerator, ToneSpec
-from protocols.sdp import PCMA, PCMU, TELEPHONE_EVENT, Codec, LocalMedia, NegotiatedStream
+from protocols.sdp import (
+    PCMA,
+    PCMU,
+    TELEPHONE_EVENT,
+    Answer,
+    Codec,
+    LocalMedia,
+    NegotiatedStream,
+    NegotiationFailure,
+    SessionDescription,
+    build_answer,
+    build_offer,
+    parse_sdp,
+    process_answer,
+)
 
 __all__ = ["Conference", "MediaEngine", "MediaStream", "Owner"]
 
@@ -78,9 +93,9 @@ def _as_owner(owner: Any) -> Owner | None:
         return None
     send = getattr(owner, "send", None)
     if callable(send):
-        return send  # type: ignore[no-any-return]
+        return send
     if callable(owner):
-        return owner  # type: ignore[no-any-return]
+        return owner
     raise TypeError("owner must be an ActorRef (with send) or a callable")
 
 
@@ -204,6 +219,7 @@ class MediaStream:
         self.latch = latch
         self.rtp_timeout = rtp_timeout
         self.remote: tuple[str, int] | None = None
+        self.sending = True  # False while the far end holds the call
         self._sdp_remote: tuple[str, int] | None = None
         self._latched = False
         self.codec = "PCMU"
@@ -263,6 +279,7 @@ class MediaStream:
         self.remote = (host, port) if host and port else None
         self._sdp_remote = self.remote
         self._latched = False
+        self.sending = True
         self.codec = codec
         self.payload_type = payload_type if payload_type is not None else (
             0 if codec == "PCMU" else 8)
@@ -270,13 +287,44 @@ class MediaStream:
 
     def set_remote_from(self, negotiated: NegotiatedStream) -> None:
         """The far end from offer/answer (``build_answer(...).streams[0]`` or
-        ``process_answer``)."""
+        ``process_answer``). Its direction says whether we send: a far end holding the call
+        (sendonly/inactive on its side) gets nothing from us until it resumes."""
         self.set_remote(
             negotiated.remote_address, negotiated.remote_port,
             codec=negotiated.codec.encoding, payload_type=negotiated.codec.payload_type,
             telephone_event_pt=(negotiated.telephone_event.payload_type
                                 if negotiated.telephone_event else None),
         )
+        self.sending = negotiated.direction in ("sendrecv", "sendonly")
+
+    # -- SDP: how a call leg anchors media -------------------------------------------------
+
+    def answer_sdp(self, offer: SessionDescription | bytes | str,
+                   **local: Any) -> Answer | NegotiationFailure:
+        """Answer the far end's offer with this stream's port and take what was agreed
+        (an A-leg answering the caller, or a re-INVITE). On failure the stream is unchanged;
+        answer the request with ``failure.status``."""
+        sdp = offer if isinstance(offer, SessionDescription) else parse_sdp(offer)
+        answer = build_answer(sdp, self.local_media(**local))
+        if isinstance(answer, Answer):
+            self.set_remote_from(answer.streams[0])
+        return answer
+
+    def offer_sdp(self, **local: Any) -> SessionDescription:
+        """An offer with this stream's port and our codecs (a B-leg calling an endpoint);
+        give the answer to :meth:`accept_answer_sdp`."""
+        return build_offer(self.local_media(**local))
+
+    def accept_answer_sdp(self, offer: SessionDescription,
+                          answer: SessionDescription | bytes | str) -> NegotiationFailure | None:
+        """Take the far end's answer to our offer; a NegotiationFailure when it accepted no
+        audio stream we offered (the leg should hang up with 488)."""
+        sdp = answer if isinstance(answer, SessionDescription) else parse_sdp(answer)
+        streams = process_answer(offer, sdp)
+        if isinstance(streams, NegotiationFailure):
+            return streams
+        self.set_remote_from(streams[0])
+        return None
 
     # -- operations -----------------------------------------------------------------------
 
@@ -575,6 +623,8 @@ class MediaStream:
         self._send(packet)
 
     def _send(self, packet: bytes) -> None:
+        if not self.sending:
+            return
         try:
             self._sock.sendto(packet, self.remote)
             self.packets_sent += 1

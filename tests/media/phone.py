@@ -12,7 +12,8 @@ Commands, one JSON object per line on stdin: ``{"cmd": "call", "uri": "sip:..."}
 ``{"event": "streamed"}`` when the player reaches its end), ``{"cmd": "dtmf", "digits":
 "1234"}`` (RFC 4733), ``{"cmd": "hangup"}``, ``{"cmd": "quit"}``; closing stdin quits.
 Output, one JSON object per line on stdout: ``ready``, ``state`` (``state``, ``code``),
-``media``, ``streamed``, ``error``, ``done``.
+``media``, ``streamed``, ``dtmf`` (``digit``, each RFC 4733 key press received),
+``recorded`` (the call ended and ``--record`` is complete), ``error``, ``done``.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Phone:
         self.recorder: Any = None
         self.player: Any = None
         self.stream_ends: float | None = None
+        self.disconnected = False
 
 
 class PhoneCall(pj.Call):  # type: ignore[misc]
@@ -66,6 +68,11 @@ class PhoneCall(pj.Call):  # type: ignore[misc]
     def onCallState(self, prm: Any) -> None:  # noqa: N802 - pjsua2 API
         info = self.getInfo()
         emit(event="state", state=info.stateText, code=int(info.lastStatusCode))
+        if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self.phone.disconnected = True
+
+    def onDtmfDigit(self, prm: Any) -> None:  # noqa: N802 - pjsua2 API
+        emit(event="dtmf", digit=str(prm.digit))
 
     def onCallMediaState(self, prm: Any) -> None:  # noqa: N802 - pjsua2 API
         info = self.getInfo()
@@ -128,6 +135,13 @@ def main() -> int:
     running = True
     while running and time.monotonic() < deadline:
         ep.libHandleEvents(10)
+        if phone.disconnected and phone.recorder is not None:
+            # Close the recording as soon as the call is over: left open while pjsua tears
+            # the call down, the recorder is not always destroyed (no WAV header) at exit.
+            phone.audio = None
+            phone.recorder = None
+            gc.collect()
+            emit(event="recorded")
         if phone.stream_ends is not None and time.monotonic() >= phone.stream_ends:
             phone.stream_ends = None
             emit(event="streamed")

@@ -1,8 +1,7 @@
 """A small SIP UAS for the media tests: answers INVITEs with an anchored media stream of the
 engine, acknowledges BYE. Built from protocols.sip (transactions over a gevent UDP transport)
 and protocols.sdp, the way a call leg will: the offer is answered with the stream's port
-(``build_answer(offer, stream.local_media())``) and the stream is pointed at the far end
-(``set_remote_from``).
+and the stream pointed at the far end in one step (``stream.answer_sdp(offer)``).
 
 It is only the signalling a test needs; what happens on the media is the test's business:
 ``wait_call()`` gives the :class:`UasCall` with its stream and the media events its owner
@@ -17,7 +16,7 @@ import gevent
 import gevent.queue
 
 from actors.media import MediaEngine, MediaEvent, MediaStream
-from protocols.sdp import NegotiationFailure, build_answer, parse_sdp
+from protocols.sdp import NegotiationFailure
 from protocols.sip import (
     AckReceived,
     RequestReceived,
@@ -96,12 +95,11 @@ class MediaUas:
         placeholder = UasCall(request.call_id, stream=None)  # type: ignore[arg-type]
         stream = self.engine.open_stream(placeholder)
         placeholder.stream = stream
-        answer = build_answer(parse_sdp(request.body), stream.local_media())
+        answer = stream.answer_sdp(request.body)
         if isinstance(answer, NegotiationFailure):
             stream.close()
             self.runner.respond(event.transaction, make_response(request, answer.status))
             return
-        stream.set_remote_from(answer.streams[0])
         self.calls[request.call_id] = placeholder
         response = make_response(request, 200, to_tag=generate_tag(), body=answer.sdp.to_bytes())
         host, port = self.udp.local_address

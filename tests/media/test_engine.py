@@ -23,7 +23,7 @@ from actors.media import (
     wav_bytes,
 )
 from protocols.rtp import RINGBACK, DtmfReceiver, seq_delta, sine, ts_delta
-from protocols.sdp import build_answer, parse_sdp
+from protocols.sdp import Answer, NegotiationFailure, build_answer, parse_sdp
 from tests.media.rtp_peer import RtpPeer, dominant_frequencies, wait_for
 
 
@@ -58,8 +58,8 @@ def test_prompt_from_wav_reaches_the_phone(engine: MediaEngine, peers: list[RtpP
     packets = peer.received
     assert len(packets) == 30  # 0.6 s in 20 ms frames, no more
     assert {p.ssrc for p in packets} == {stream.ssrc} and {p.payload_type for p in packets} == {0}
-    assert all(seq_delta(b.sequence, a.sequence) == 1 for a, b in zip(packets, packets[1:]))
-    assert all(ts_delta(b.timestamp, a.timestamp) == 160 for a, b in zip(packets, packets[1:]))
+    assert all(seq_delta(b.sequence, a.sequence) == 1 for a, b in zip(packets, packets[1:], strict=False))
+    assert all(ts_delta(b.timestamp, a.timestamp) == 160 for a, b in zip(packets, packets[1:], strict=False))
     assert dominant_frequencies(peer.audio()) == [440.0]
 
 
@@ -86,6 +86,43 @@ def test_negotiated_from_sdp_pcma(engine: MediaEngine, peers: list[RtpPeer]) -> 
     stream.collect_dtmf(max_digits=2)
     peer.dial("42")
     assert wait_for(lambda: owner.of(DigitsCollected))[0].digits == "42"
+
+
+def _offer(port: int, direction: str = "sendrecv", codecs: str = "0 101") -> str:
+    return ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {port} RTP/AVP {codecs}\r\na=rtpmap:0 PCMU/8000\r\n"
+            "a=rtpmap:101 telephone-event/8000\r\n"
+            f"a={direction}\r\n")
+
+
+def test_sdp_helpers_and_hold(engine: MediaEngine, peers: list[RtpPeer]) -> None:
+    owner = Owner()
+    stream = engine.open_stream(owner)
+    peer = RtpPeer()
+    peers.append(peer)
+    answer = stream.answer_sdp(_offer(peer.address[1]).encode())
+    assert isinstance(answer, Answer) and answer.sdp.media[0].port == stream.local_port
+    assert stream.remote == peer.address and stream.sending
+    # The far end holds the call (sendonly): we stop sending until it resumes.
+    stream.answer_sdp(_offer(peer.address[1], "sendonly"))
+    assert not stream.sending
+    stream.play(sine(440, 0.2))
+    wait_for(lambda: owner.of(PlaybackFinished))
+    assert peer.received == []
+    stream.answer_sdp(_offer(peer.address[1]))
+    stream.play(sine(440, 0.2))
+    wait_for(lambda: len(peer.received) >= 10)
+    failure = stream.answer_sdp(_offer(peer.address[1], codecs="18"))
+    assert isinstance(failure, NegotiationFailure) and failure.status == 488
+    assert stream.remote == peer.address  # unchanged
+    # The B-leg side: our offer, their answer.
+    b_stream = engine.open_stream()
+    offer = b_stream.offer_sdp()
+    assert offer.media[0].port == b_stream.local_port
+    their_answer = _offer(peer.address[1], codecs="0 101")
+    assert b_stream.accept_answer_sdp(offer, their_answer) is None
+    assert (b_stream.remote, b_stream.codec, b_stream.telephone_event_pt) == (
+        peer.address, "PCMU", 101)
 
 
 def test_terminator_stops_a_looping_prompt(engine: MediaEngine, peers: list[RtpPeer]) -> None:
@@ -240,7 +277,7 @@ def test_bridge_rewrites_ssrc_sequence_and_passes_dtmf(
     wait_for(lambda: len(a_peer.received) >= 20)
     to_b = b_peer.received
     assert {p.ssrc for p in to_b} == {b_stream.ssrc}
-    assert all(seq_delta(y.sequence, x.sequence) == 1 for x, y in zip(to_b, to_b[1:]))
+    assert all(seq_delta(y.sequence, x.sequence) == 1 for x, y in zip(to_b, to_b[1:], strict=False))
     assert {p.payload_type for p in to_b} == {8, 96}  # transcoded to B's codec, B's event PT
     assert dominant_frequencies(b_peer.audio()) == [440.0]
     digits = []

@@ -5,95 +5,18 @@ the phone streams."""
 
 from __future__ import annotations
 
-import json
-import sys
-import wave
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import gevent
-import gevent.queue
 import numpy as np
 import pytest
-from gevent import subprocess
 
 from actors.media import DigitsCollected, MediaEngine, PlaybackFinished, RecordingFinished
 from protocols.rtp import sine
-from tests.media.rtp_peer import dominant_frequencies, wait_for
+from tests.media.phone_process import PhoneProcess, dominant, read_wav
+from tests.media.rtp_peer import wait_for
 from tests.media.sip_uas import MediaUas
 
 pytest.importorskip("pjsua2")
-
-HERE = Path(__file__).parent
-REPO = HERE.parent.parent
-
-
-class PhoneProcess:
-    def __init__(self, record: Path, workdir: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "phone.py"), "--record", str(record),
-             "--workdir", str(workdir), "--tone", "440", "--tone-seconds", "3"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            cwd=REPO, text=True)
-        self.events: gevent.queue.Queue[dict[str, Any]] = gevent.queue.Queue()
-        self.seen: list[dict[str, Any]] = []
-        self._reader = gevent.spawn(self._read)
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            line = line.strip()
-            if line.startswith("{"):
-                event = json.loads(line)
-                self.seen.append(event)
-                self.events.put(event)
-
-    def command(self, **fields: Any) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(fields) + "\n")
-        self.proc.stdin.flush()
-
-    def expect(self, name: str, timeout: float = 15.0) -> dict[str, Any]:
-        with gevent.Timeout(timeout, AssertionError(f"phone: no {name!r}; saw {self.seen}")):
-            while True:
-                event = self.events.get()
-                if event.get("event") == "error":
-                    raise AssertionError(f"phone error: {event}")
-                if event.get("event") == name:
-                    return event
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.command(cmd="quit")
-            except (BrokenPipeError, OSError):
-                pass
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.kill(block=False)
-
-
-@pytest.fixture
-def engine() -> Iterator[MediaEngine]:
-    eng = MediaEngine("127.0.0.1", 44000, 44999).start()
-    yield eng
-    eng.stop()
-
-
-def _wav(path: Path) -> tuple[np.ndarray, int]:
-    with wave.open(str(path)) as wav:
-        assert wav.getsampwidth() == 2
-        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
-        return pcm[:: wav.getnchannels()], wav.getframerate()
-
-
-def _dominant(pcm: np.ndarray, rate: int) -> float:
-    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64)))
-    return float(np.fft.rfftfreq(len(pcm), 1 / rate)[int(np.argmax(spectrum))])
 
 
 @pytest.mark.slow
@@ -102,7 +25,7 @@ def test_pjsua2_phone_hears_prompt_sends_dtmf_and_is_recorded(
 ) -> None:
     uas = MediaUas(engine)
     heard = tmp_path / "phone-heard.wav"
-    phone = PhoneProcess(heard, tmp_path)
+    phone = PhoneProcess(heard, tmp_path, tone=440)
     try:
         phone.expect("ready")
         phone.command(cmd="call", uri=uas.uri)
@@ -129,18 +52,19 @@ def test_pjsua2_phone_hears_prompt_sends_dtmf_and_is_recorded(
         phone.expect("streamed")
         done = wait_for(lambda: call.of(RecordingFinished), timeout=15)[0]
         assert done.op_id == op and done.reason == "silence"
-        pcm, rate = _wav(recording)
+        pcm, rate = read_wav(recording)
         assert rate == 8000
         assert abs(len(pcm) / rate - 3.0) <= 0.5
-        assert abs(_dominant(pcm, rate) - 440) <= 10
+        assert abs(dominant(pcm, rate) - 440) <= 10
 
         phone.command(cmd="hangup")
         wait_for(lambda: call.ended, timeout=10)
+        phone.expect("recorded")
         phone.command(cmd="quit")
         phone.expect("done")
     finally:
         phone.stop()
         uas.close()
-    pcm, rate = _wav(heard)
+    pcm, rate = read_wav(heard)
     assert np.abs(pcm.astype(np.int32)).mean() > 100  # not silence
-    assert abs(_dominant(pcm, rate) - 440) <= 10
+    assert abs(dominant(pcm, rate) - 440) <= 10
