@@ -32,6 +32,7 @@ class CallflowRole(RoleProcess):
         self.store = open_store(cfg.store.url, cfg.data_dir)
         self.ctx = CallflowContext(cfg, self.bus, self.store, CallflowCache(self.store),
                                    CallEventRouter(self.bus))
+        self.ctx.events.start()
         super().init_process(args)
 
     def child_specs(self, cfg: Config) -> list[ChildSpec]:

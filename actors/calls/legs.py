@@ -1049,11 +1049,9 @@ class ALeg(CallLeg):
 
 
 def _pick_failure(failures: list[tuple[int, str]], cancelling: str | None) -> tuple[int, str]:
-    """The failure a bridge reports: the cancel reason, else the most telling callee answer
-    (busy over not registered over no answer), as FreeSWITCH reports the last significant one."""
-    if cancelling == "NO_ANSWER":
-        return 480, "NO_ANSWER"
-    if cancelling:
+    """The failure a bridge reports: the cancel reason (NO_ANSWER when the bridge timed out),
+    else the most telling callee answer (busy and rejected before the rest)."""
+    if cancelling:  # the legs were cancelled: 487 is their last SIP status (FreeSWITCH's too)
         return 487, cancelling
     if not failures:
         return 480, "NO_ANSWER"

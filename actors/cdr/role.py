@@ -74,4 +74,5 @@ class CdrRole(RoleProcess):
         try:
             self.bus.close()
         finally:
+            self.spool.close()
             self.store.close()
