@@ -3,7 +3,13 @@ streams that play, record, collect DTMF, bridge and conference; system prompts."
 
 from __future__ import annotations
 
-from actors.media.audio import WavWriter, load_audio, read_wav, wav_bytes
+from actors.media.audio import (
+    WavWriter,
+    load_audio,
+    read_wav,
+    recover_partial_recordings,
+    wav_bytes,
+)
 from actors.media.engine import Conference, MediaEngine, MediaStream
 from actors.media.events import (
     DigitsCollected,
@@ -34,5 +40,6 @@ __all__ = [
     "WavWriter",
     "load_audio",
     "read_wav",
+    "recover_partial_recordings",
     "wav_bytes",
 ]

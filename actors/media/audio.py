@@ -3,7 +3,10 @@
 
 A recording is written to ``<path>.part`` and renamed into place when it ends, so a process
 killed mid-recording leaves either nothing at ``path`` or a complete file, never a WAV with a
-header that does not match its data.
+header that does not match its data. What such a process left behind is dealt with by
+:func:`recover_partial_recordings` when the shard starts again: each ``.part`` is either
+completed (its header sizes set from what reached the disk, cut to whole samples) or, when it
+holds less than ``min_seconds`` of audio, removed.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ __all__ = [
     "WavWriter",
     "load_audio",
     "read_wav",
+    "recover_partial_recordings",
     "wav_bytes",
 ]
 
@@ -151,3 +155,42 @@ class WavWriter:
             self._wav.close()
             self._wav = None
         self.partial.unlink(missing_ok=True)
+
+
+def recover_partial_recordings(directory: str | Path, *, min_seconds: float = 0.5,
+                               recursive: bool = True) -> list[Path]:
+    """Complete the ``*.wav.part`` files a killed process left under ``directory``.
+
+    A part file holds the 44-byte header :class:`WavWriter` wrote at the start (sizes still 0)
+    followed by the samples that reached the disk. Each becomes a valid WAV at its final name
+    (the ``.part`` suffix removed) with the header's sizes set from the data length; one with
+    less than ``min_seconds`` of audio, or not a WAV at all, is removed. Returns the
+    recordings recovered.
+    """
+    root = Path(directory)
+    if not root.exists():
+        return []
+    recovered: list[Path] = []
+    parts = root.rglob("*.wav.part") if recursive else root.glob("*.wav.part")
+    for part in sorted(parts):
+        final = part.with_name(part.name[: -len(".part")])
+        try:
+            with part.open("r+b") as f:
+                header = f.read(44)
+                if len(header) < 44 or header[:4] != b"RIFF" or header[36:40] != b"data":
+                    raise ValueError("not a WavWriter file")
+                f.seek(0, os.SEEK_END)
+                data_bytes = (f.tell() - 44) // 2 * 2
+                if data_bytes < min_seconds * RATE * 2:
+                    raise ValueError("too short to keep")
+                f.truncate(44 + data_bytes)
+                f.seek(4)
+                f.write(struct.pack("<I", 36 + data_bytes))
+                f.seek(40)
+                f.write(struct.pack("<I", data_bytes))
+        except (OSError, ValueError):
+            part.unlink(missing_ok=True)
+            continue
+        os.replace(part, final)
+        recovered.append(final)
+    return recovered

@@ -417,6 +417,21 @@ class MediaStream:
     def recording(self) -> bool:
         return self._recorder is not None
 
+    def stats(self) -> dict[str, Any]:
+        """Quality figures of the stream (what FreeSWITCH puts in ``rtp_audio_in_*`` channel
+        variables, for the leg's CDR and metrics)."""
+        reception = self.in_stats
+        return {
+            "codec": self.codec,
+            "remote": f"{self.remote[0]}:{self.remote[1]}" if self.remote else None,
+            "packets_received": self.packets_received,
+            "packets_sent": self.packets_sent,
+            "packets_dropped": self.packets_dropped,
+            "packets_lost": max(0, reception.lost) if reception else 0,
+            "jitter_ms": round(reception.jitter / 8.0, 3) if reception else 0.0,
+            "late_packets": self.jitter.late,
+        }
+
     def close(self) -> None:
         """Stop everything (events with reason ``closed``), leave bridge and conference,
         release the port."""

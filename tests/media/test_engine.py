@@ -289,6 +289,10 @@ def test_bridge_rewrites_ssrc_sequence_and_passes_dtmf(
     assert [e.digit for e in a_owner.of(DtmfReceived)] == ["5"]  # the leg still hears it
     assert {p.ssrc for p in a_peer.received} == {a_stream.ssrc}
     assert dominant_frequencies(a_peer.audio()) == [700.0]
+    stats = a_stream.stats()
+    assert stats["packets_received"] >= 27 and stats["packets_lost"] == 0
+    assert stats["remote"] == f"{a_peer.address[0]}:{a_peer.address[1]}"
+    assert b_stream.stats()["packets_sent"] >= 27 and b_stream.stats()["codec"] == "PCMA"
     # A prompt to one side while bridged replaces what the other side sends, then relay resumes.
     engine.unbridge(a_stream)
     assert a_stream.peer is None and b_stream.peer is None
