@@ -297,10 +297,21 @@ def evaluate_targets(results: dict[str, Any]) -> dict[str, bool]:
 
 
 def run_once(args: argparse.Namespace) -> dict[str, Any]:
-    log_dir = tempfile.mkdtemp(prefix="mirliton-bench-log-")
-    logging.basicConfig(filename=os.path.join(log_dir, "bench.log"), level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Logs go to a file, as in a node: each crash logs its traceback, and that cost counts.
+    root = logging.getLogger()
+    with tempfile.TemporaryDirectory(prefix="mirliton-bench-log-") as log_dir:
+        handler = logging.FileHandler(os.path.join(log_dir, "bench.log"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        try:
+            return measure_all(args)
+        finally:
+            root.removeHandler(handler)
+            handler.close()
 
+
+def measure_all(args: argparse.Namespace) -> dict[str, Any]:
     # The machine may be shared: the load when the run began helps read the figures.
     results: dict[str, Any] = {"load_avg_1m": round(os.getloadavg()[0], 2),
                                 "cpus": os.cpu_count()}
