@@ -8,6 +8,7 @@ plug-in as ``module:Class``.
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -86,6 +87,11 @@ class RoleProcess(ProcessActor):
         return []
 
     def init_process(self, args: Any) -> None:
+        # Everything loaded so far lives as long as the process: keep the cyclic collector
+        # off it, and collect young objects less often (thousands of actors, each a few dozen
+        # tracked objects, otherwise make collections dominate actor spawns).
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 20)
         self.config = Config.model_validate(args["config"])
         self.stopping = False
         self._tree_dirty = gevent.event.Event()
