@@ -151,6 +151,7 @@ class RegistrationActor(Actor):
         self.meta: dict[str, Any] = {}
         self._timer: Any = None
         self._timer_due = 0.0
+        self._published: dict[str, float] = {}  # binding uri -> when reg_success last went out
 
     def init(self) -> None:
         # A second actor for the same AOR fails here (ValueError): the caller finds the first.
@@ -223,6 +224,9 @@ class RegistrationActor(Actor):
         for binding in self.bindings.values():
             response.headers.add("Contact", f"<{binding.uri}>;expires={binding.remaining(now)}")
         self.ctx.respond_briefly(save.transaction, response)
+        if outcome.removed:
+            for binding in outcome.removed:
+                self._published.pop(binding.uri, None)
         if outcome.removed or outcome.added:
             log.info("REGISTER %s from %s:%d: %d binding(s) (+%d -%d)", self.aor, *save.source,
                      len(self.bindings), len(outcome.added), len(outcome.removed))
@@ -335,6 +339,13 @@ class RegistrationActor(Actor):
             binding = self.bindings.get(str(contact.uri))  # type: ignore[union-attr]
             if binding is None:
                 continue  # an unregistration
+            last = self._published.get(binding.uri)
+            if not outcome.changed and last is not None and now - last < binding.remaining(now) / 2:
+                # A refresh of an unchanged binding soon after the last announcement: those
+                # who cache registrations (Kazoo's ecallmgr) need one every half expiry at
+                # most, and a phone refreshing every few seconds must not flood the bus.
+                continue
+            self._published[binding.uri] = now
             ccvs = dict(self.meta.get("custom_channel_vars") or {})
             try:
                 self.ctx.bus.publish(reg_success.build({

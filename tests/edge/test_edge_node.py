@@ -335,3 +335,37 @@ def test_max_forwards_zero_gets_483_except_options(edge: EdgeNode) -> None:
         options.headers.replace("Max-Forwards", "0")
         answer = probe.exchange(options)
         assert answer is not None and answer.status == 200
+
+
+def test_reg_success_is_published(edge: EdgeNode) -> None:
+    import gevent.event
+
+    from bus import Binding, connect
+
+    received: list[dict[str, object]] = []
+    arrived = gevent.event.Event()
+    bus = connect("local", node="test-reg-success", data_dir=edge.node.data_dir)
+    try:
+        def on_message(msg: dict[str, object], _delivery: object) -> None:
+            received.append(msg)
+            arrived.set()
+
+        consumer = bus.consume([Binding("registrar", "registration.success.#")], on_message)
+        with SipProbe(edge.edge) as probe:
+            _, answer = probe.register_with_password("1009", REALM, USERS["1009"],
+                                                     contact="<sip:1009@10.7.7.7:5060>")
+            assert answer is not None and answer.status == 200
+            host, port = probe.address
+        arrived.wait(10)
+        consumer.cancel()
+    finally:
+        bus.close()
+    mine = [m for m in received if m.get("Username") == "1009"]
+    assert mine, received
+    msg = mine[0]
+    assert msg["Event-Name"] == "reg_success" and msg["Realm"] == REALM
+    assert msg["Contact"] == f"sip:1009@{host}:{port}"  # reachable: the NAT source
+    assert msg["Original-Contact"] == "<sip:1009@10.7.7.7:5060>"
+    assert (msg["Source-IP"], msg["Source-Port"]) == (host, port)
+    assert msg["First-Registration"] is True
+    assert isinstance(msg["Expires"], int) and 0 < msg["Expires"] <= 600
