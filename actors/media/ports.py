@@ -9,6 +9,7 @@ A port another process holds is skipped: the bind is the test.
 from __future__ import annotations
 
 import errno
+import random
 import socket as _socket_module
 
 from gevent import monkey
@@ -33,7 +34,9 @@ class PortAllocator:
         self.last = port_max - (port_max & 1)
         if self.first > self.last:
             raise ValueError("the RTP port range holds no even port")
-        self._cursor = self.first
+        # Each shard process has its own allocator over the same range: starting at a random
+        # point keeps them from contending for the same ports one bind failure after another.
+        self._cursor = self.first + 2 * random.randrange(self.capacity)
         self._in_use: set[int] = set()
 
     @property
