@@ -41,6 +41,7 @@ __all__ = [
     "prompt_doc_id",
     "render_prompt",
     "say_number",
+    "speak",
 ]
 
 SYSTEM_MEDIA_DB = "system_media"
@@ -48,7 +49,7 @@ DEFAULT_LANGUAGE = "en-us"
 ESPEAK_VOICE = {"en-us": "en-us"}
 ESPEAK_SPEED = 150  # words per minute: espeak's default 175 is quick for menus on a phone
 # Bumped when the rendering pipeline changes, so installed prompts are rendered again.
-RENDER_VERSION = 1
+RENDER_VERSION = 2
 
 # Kazoo's prompt ids (core/kazoo_media prompts, FreeSWITCH sound names for digits) -> text.
 PROMPTS: dict[str, str] = {
@@ -186,22 +187,35 @@ def _fingerprint(prompt_id: str, language: str) -> str:
 
 def render_prompt(prompt_id: str, language: str = DEFAULT_LANGUAGE) -> bytes:
     """The prompt as an 8 kHz mono 16-bit WAV (espeak-ng speech or a sox tone)."""
-    sox = _tool("sox")
-    with tempfile.TemporaryDirectory(prefix="mirliton-prompt-") as work:
-        out = Path(work) / "out.wav"
-        if prompt_id in TONES:
-            frequency, seconds = TONES[prompt_id]
+    if prompt_id in TONES:
+        sox = _tool("sox")
+        frequency, seconds = TONES[prompt_id]
+        with tempfile.TemporaryDirectory(prefix="mirliton-prompt-") as work:
+            out = Path(work) / "out.wav"
             subprocess.run([sox, "-n", "-r", "8000", "-c", "1", "-b", "16", str(out),
                             "synth", str(seconds), "sine", str(frequency), "gain", "-6"],
                            check=True, capture_output=True, timeout=60)
             return out.read_bytes()
-        if prompt_id not in PROMPTS:
-            raise KeyError(f"unknown prompt {prompt_id}")
-        espeak = _tool("espeak-ng")
+    if prompt_id not in PROMPTS:
+        raise KeyError(f"unknown prompt {prompt_id}")
+    return speak(PROMPTS[prompt_id], language)
+
+
+def speak(text: str, language: str = DEFAULT_LANGUAGE, *, speed: int = ESPEAK_SPEED) -> bytes:
+    """Text to speech as an 8 kHz mono 16-bit WAV (espeak-ng, then sox): the system prompts,
+    and what the callflow ``tts`` action says."""
+    if not text.strip():
+        raise ValueError("nothing to say")
+    sox = _tool("sox")
+    espeak = _tool("espeak-ng")
+    with tempfile.TemporaryDirectory(prefix="mirliton-tts-") as work:
+        out = Path(work) / "out.wav"
         spoken = Path(work) / "spoken.wav"
-        voice = ESPEAK_VOICE.get(language, language)
-        subprocess.run([espeak, "-v", voice, "-s", str(ESPEAK_SPEED), "-w", str(spoken),
-                        PROMPTS[prompt_id]], check=True, capture_output=True, timeout=60)
+        voice = ESPEAK_VOICE.get(language.lower(), language.lower())
+        # The text goes on stdin, never on the command line: it may come from an account's
+        # callflow, and a leading "-" must not be taken for an option.
+        subprocess.run([espeak, "-v", voice, "-s", str(speed), "-w", str(spoken), "--stdin"],
+                       input=text.encode(), check=True, capture_output=True, timeout=60)
         # Telephone band: 8 kHz mono 16-bit, peak-normalised to -3 dBFS, with the quiet
         # espeak leaves at both ends trimmed to keep menus snappy.
         subprocess.run([sox, str(spoken), "-r", "8000", "-c", "1", "-b", "16", str(out),

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actors.media import MediaEngine, PlaybackFinished
+from actors.media import MediaEngine, PlaybackFinished, read_wav
 from actors.media.prompts import (
     PROMPTS,
     SYSTEM_MEDIA_DB,
@@ -25,6 +25,7 @@ from actors.media.prompts import (
     message_count_prompts,
     prompt_doc_id,
     say_number,
+    speak,
 )
 from store import open_store
 from tests.media.rtp_peer import RtpPeer, dominant_frequencies, wait_for
@@ -122,3 +123,12 @@ def test_stored_prompt_plays_on_a_stream(tmp_path: Path) -> None:
     finally:
         peer.close()
         engine.stop()
+
+
+@needs_tools
+def test_speak_arbitrary_text() -> None:
+    pcm = read_wav(speak("-v Press 9 to talk to sales."))  # not taken for an option
+    assert len(pcm) > 8000  # more than a second of speech
+    assert np.abs(pcm.astype(np.int32)).mean() > 300
+    with pytest.raises(ValueError):
+        speak("   ")
