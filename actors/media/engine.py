@@ -53,6 +53,7 @@ from actors.media.events import (
     RecordingStarted,
     RemoteLatched,
 )
+from actors.media.metrics import MEDIA_LATE_TICKS, MEDIA_PACKETS, MEDIA_STREAMS
 from actors.media.ports import PortAllocator
 from protocols.rtp.dtmf import DtmfReceiver, DtmfSender
 from protocols.rtp.g711 import decode, encode
@@ -834,6 +835,10 @@ class MediaEngine:
         self._running = False
         self.ticks = 0
         self.late_ticks = 0  # ticks that started more than one frame after they were due
+        # Packet counts of closed streams, and what was last reported to Prometheus.
+        self._closed_counts = [0, 0, 0]
+        self._reported = [0, 0, 0, 0]  # received, sent, dropped, late ticks
+        self._next_report = 0.0
 
     @classmethod
     def from_config(cls, media: Any) -> MediaEngine:
@@ -854,6 +859,7 @@ class MediaEngine:
         for stream in list(self._streams.values()):
             stream.close()
         self._deliver()
+        self.report_metrics()
         if self._clock is not None:
             self._clock.kill(block=False)
             self._clock = None
@@ -914,6 +920,10 @@ class MediaEngine:
         self._active[stream.id] = stream
 
     def _forget(self, stream: MediaStream) -> None:
+        counts = self._closed_counts
+        counts[0] += stream.packets_received
+        counts[1] += stream.packets_sent
+        counts[2] += stream.packets_dropped
         self._streams.pop(stream.id, None)
         self._active.pop(stream.id, None)
         self.ports.release(stream.local_port)
@@ -971,3 +981,24 @@ class MediaEngine:
         for stream_id in idle:
             active.pop(stream_id, None)
         self._deliver()
+        if now >= self._next_report:
+            self._next_report = now + 1.0
+            self.report_metrics()
+
+    def report_metrics(self) -> None:
+        """Bring the Prometheus series up to date (the clock does it once a second)."""
+        streams = self._streams.values()
+        totals = [
+            self._closed_counts[0] + sum(s.packets_received for s in streams),
+            self._closed_counts[1] + sum(s.packets_sent for s in streams),
+            self._closed_counts[2] + sum(s.packets_dropped for s in streams),
+            self.late_ticks,
+        ]
+        reported = self._reported
+        for index, direction in enumerate(("received", "sent", "dropped")):
+            if totals[index] > reported[index]:
+                MEDIA_PACKETS.labels(direction).inc(totals[index] - reported[index])
+        if totals[3] > reported[3]:
+            MEDIA_LATE_TICKS.inc(totals[3] - reported[3])
+        self._reported = totals
+        MEDIA_STREAMS.set(len(self._streams))

@@ -350,3 +350,21 @@ def test_port_allocation_even_ports_exhaustion_and_release() -> None:
     assert again.getsockname()[1] == numbers[1]
     for s in socks + [again]:
         s.close()
+
+
+def test_metrics_follow_the_streams(engine: MediaEngine, peers: list[RtpPeer]) -> None:
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    sent_before = value("mirliton_media_packets_total", direction="sent")
+    stream, peer, owner = _connect(engine, peers)
+    stream.play(sine(440, 0.2))
+    wait_for(lambda: owner.of(PlaybackFinished))
+    engine.report_metrics()
+    assert value("mirliton_media_streams") == len(engine.streams) >= 1
+    assert value("mirliton_media_packets_total", direction="sent") - sent_before == 10
+    stream.close()
+    engine.report_metrics()  # a closed stream's packets stay counted
+    assert value("mirliton_media_packets_total", direction="sent") - sent_before == 10
