@@ -4,9 +4,9 @@ One :class:`MediaEngine` per process (per calls shard). It owns the RTP port ran
 gevent greenlet, the *clock*, that wakes every 20 ms and does the periodic work of every
 stream that has some: the next frame of a prompt or tone, the next RFC 4733 packet of a key
 press, one frame out of the jitter buffer for a recording or a conference, the conference
-mix, timeouts. No stream has a greenlet of its own: sockets are watched by libev io watchers
-whose callbacks read every queued datagram at once, so a relayed packet (a bridge) leaves the
-moment it arrives instead of waiting for the next tick.
+mix, timeouts, the Prometheus series (once a second). No stream has a greenlet of its own:
+sockets are watched by libev io watchers whose callbacks read the datagram that woke them, so
+a relayed packet (a bridge) leaves the moment it arrives instead of waiting for the next tick.
 
 A call leg uses it like this (events go to ``owner``: an :class:`~actors.kernel.ActorRef`
 or any callable taking one event)::
