@@ -18,8 +18,11 @@ from tests.media.rtp_peer import dominant_frequencies
 
 REPO = Path(__file__).resolve().parent.parent.parent
 
-# A shard stand-in: an engine recording what a peer streams, until it is killed.
+# A shard stand-in: an engine recording what a peer streams, until it is killed. Patched by
+# gevent as every process of a node is (the engine's sockets must not be gevent's then).
 CHILD = textwrap.dedent("""
+    from gevent import monkey
+    monkey.patch_all()
     import sys
     import gevent
     from actors.media import MediaEngine
