@@ -17,7 +17,8 @@ one address.
    a failed or unfinished call; the highest clean rate is then confirmed with ``--runs`` runs
    of ``--duration`` seconds (a failing confirmation steps down). Setup latency p50/p99 is
    first INVITE sent to 200 OK received (digest round trip included), medians over the runs.
-2. Memory: ``--hold-calls`` calls are set up at ``--hold-rate`` and held; the resident memory
+2. Memory: ``--hold-calls`` calls are set up at the clean rate found (at most
+   ``--hold-rate``) and held; the resident memory
    of the calls shard processes (RSS, summed) is read before and once they are all
    established; reported as (RSS delta) / calls, in KB. The edge's delta is reported apart.
 
@@ -265,6 +266,7 @@ def hold_run(node: BenchNode, calls: int, rate: float, workdir: Path) -> dict[st
     per_call = (after - before) / established if established else None
     return {
         "calls": calls,
+        "setup_rate": rate,
         "established": int(established),
         "shard_rss_before_mb": round(before / 1024, 1),
         "shard_rss_held_mb": round(after / 1024, 1),
@@ -328,9 +330,10 @@ def main() -> int:
             if result["failed"]:
                 break
             clean.append(rate)
-        candidates = sorted(clean, reverse=True)
-        lowest = candidates[-1] if candidates else rates[0]
-        candidates += [round(lowest * 0.75 ** step) for step in range(1, 4)]
+        # Confirm the highest clean rate; a failing confirmation steps down by 15 % of it
+        # at a time (bounded).
+        top = max(clean) if clean else rates[0]
+        candidates = [round(top * factor) for factor in (1.0, 0.85, 0.7, 0.55, 0.4, 0.25)]
         for rate in candidates:
             confirmations = []
             for _ in range(args.runs):
@@ -347,7 +350,11 @@ def main() -> int:
         else:
             confirmations = []
         if args.hold_calls:
-            memory = hold_run(node, args.hold_calls, args.hold_rate, workdir)
+            # Calls are set up at the clean rate found (never above --hold-rate): the memory
+            # figure is for established calls, not for a setup storm.
+            clean_rate = confirmations[0]["rate"] if confirmations else rates[0]
+            hold_rate = max(5.0, min(args.hold_rate, clean_rate))
+            memory = hold_run(node, args.hold_calls, hold_rate, workdir)
             print(f"held {memory['established']} of {memory['calls']} calls: "
                   f"{memory['kb_per_call']} KB per call in the shards", file=sys.stderr)
     finally:

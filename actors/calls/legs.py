@@ -378,7 +378,19 @@ class CallLeg(Actor):
         log.info("%s leg ended: %s (%s) after %ds, billed %ds", self.direction, cause, code,
                  duration, billing)
 
+    def release_transactions(self) -> None:
+        """Forget this leg in the transactions it started: the transaction layer keeps a
+        transaction (and a timer entry pointing at it, e.g. Timer C) for up to minutes after
+        its end, and through ``context`` it would keep the whole leg alive that long."""
+        for transaction in [*self.relayed_out, getattr(self, "invite_tx", None),
+                            getattr(self, "reoffer", None)]:
+            if isinstance(transaction, ClientTransaction):
+                transaction.context = None
+        self.relayed_out.clear()
+        self.relayed_in.clear()
+
     def terminate(self, reason: Any) -> None:
+        self.release_transactions()
         if self._registered:
             CALLS_ACTIVE.dec()
             if self.ctx.legs.get(self.call_id) == self.ref:

@@ -118,7 +118,10 @@ class CallRelay:
         if not self._ours(vias[0].host, vias[0].port):
             return False
         response.headers.remove_first("Via")
-        if len(vias) < 2:
+        if len(vias) < 2 or (response.status == 100 and response.method == "INVITE"
+                             and self.invites.get(str(vias[1].params.get("branch") or ""))):
+            # A shard's 100 Trying to a phone's INVITE: the edge sent the phone its own 100
+            # when it took the INVITE (100 is hop by hop, RFC 3261 16.7).
             return True
         upstream = vias[1]
         destination = via_response_address(upstream, (upstream.host, upstream.port or 5060))
