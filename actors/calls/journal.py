@@ -22,7 +22,7 @@ from typing import IO, Any
 from protocols.sip import Dialog, DialogState, NameAddr, Request
 from protocols.sip.uri import URI
 
-__all__ = ["DialogJournal", "dialog_record", "restore_dialog"]
+__all__ = ["DialogJournal", "bye_request", "dialog_record", "restore_dialog"]
 
 log = logging.getLogger("mirliton.calls.journal")
 
