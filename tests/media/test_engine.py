@@ -14,6 +14,7 @@ from actors.media import (
     DtmfReceived,
     MediaEngine,
     MediaEvent,
+    MediaTimeout,
     PlaybackFinished,
     PortAllocator,
     PortsExhausted,
@@ -368,3 +369,20 @@ def test_metrics_follow_the_streams(engine: MediaEngine, peers: list[RtpPeer]) -
     stream.close()
     engine.report_metrics()  # a closed stream's packets stay counted
     assert value("mirliton_media_packets_total", direction="sent") - sent_before == 10
+
+
+def test_rtp_timeout_and_discarded_recording(engine: MediaEngine, peers: list[RtpPeer],
+                                             tmp_path: Path) -> None:
+    owner = Owner()
+    stream = engine.open_stream(owner, rtp_timeout=0.3)
+    peer = RtpPeer()
+    peers.append(peer)
+    stream.set_remote(*peer.address)
+    peer.target = stream.local_address
+    assert wait_for(lambda: owner.of(MediaTimeout)) == [MediaTimeout(stream.id, 0.3)]
+    stream.record(tmp_path / "gone.wav")
+    peer.stream(sine(440, 0.2)).join()
+    stream.stop_record(discard=True)
+    done = wait_for(lambda: owner.of(RecordingFinished))[0]
+    assert done.discarded and done.reason == "stopped"
+    assert list(tmp_path.iterdir()) == []  # neither the recording nor its .part
