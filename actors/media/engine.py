@@ -35,7 +35,7 @@ import random
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,7 @@ _SILENCE = np.zeros(SAMPLES_PER_FRAME, dtype=np.int16)
 _STATIC_PAYLOAD_TYPES = {0: "PCMU", 8: "PCMA"}
 
 Owner = Callable[[MediaEvent], None]
+AudioSource = str | Path | bytes | Pcm
 
 
 def _as_owner(owner: Any) -> Owner | None:
@@ -329,10 +330,16 @@ class MediaStream:
 
     # -- operations -----------------------------------------------------------------------
 
-    def play(self, source: str | Path | bytes | Pcm, *, loops: int = 1,
+    def play(self, source: AudioSource | Sequence[AudioSource], *, loops: int = 1,
              terminators: str = "", encoding: str | None = None) -> int:
-        """Play a prompt (see :func:`load_audio` for the formats); replaces what was playing."""
-        pcm = load_audio(source, encoding=encoding)
+        """Play a prompt (see :func:`load_audio` for the formats), or several one after the
+        other as one operation ("you have" + "3" + "new messages"); replaces what was
+        playing. ``loops=0`` plays until stopped."""
+        if isinstance(source, str | Path | bytes | np.ndarray):
+            pcm = load_audio(source, encoding=encoding)
+        else:
+            parts = [load_audio(part, encoding=encoding) for part in source]
+            pcm = np.concatenate(parts) if parts else _SILENCE[:0]
         return self._start_output(lambda op: _Player(op, pcm, loops, terminators))
 
     def tone(self, spec: ToneSpec, *, duration: float | None = None,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from actors.media.audio import Pcm, read_wav
+from actors.media.audio import Pcm, load_audio, read_wav
 from store.base import Store
 from store.errors import NotFound
 from store.kazoo import set_pvt_fields
@@ -35,8 +35,10 @@ __all__ = [
     "SYSTEM_MEDIA_DB",
     "InstallResult",
     "PromptToolsMissing",
+    "decode_media",
     "install_prompts",
     "load_prompt",
+    "load_stored_media",
     "message_count_prompts",
     "prompt_doc_id",
     "render_prompt",
@@ -288,6 +290,42 @@ def _install_one(store: Store, prompt_id: str, language: str, force: bool) -> In
     store.put_attachment(SYSTEM_MEDIA_DB, doc_id, attachment, audio,
                          content_type="audio/x-wav", rev=saved["_rev"])
     return InstallResult(prompt_id, doc_id, "updated" if existing else "installed", seconds)
+
+
+_SOX_TYPES = {"audio/mp3": "mp3", "audio/mpeg": "mp3", "audio/mpeg3": "mp3",
+              "audio/ogg": "ogg"}
+
+
+def decode_media(data: bytes, content_type: str) -> Pcm:
+    """Uploaded audio as 8 kHz int16: WAV directly; MP3 / Ogg through sox (MP3 needs sox's
+    mp3 format module); ValueError when it cannot be read."""
+    kind = content_type.split(";")[0].strip().lower()
+    if kind in ("audio/x-wav", "audio/wav", "audio/wave"):
+        return read_wav(data)
+    if kind in ("audio/basic", "audio/pcmu"):
+        return load_audio(data, encoding="PCMU")
+    if kind not in _SOX_TYPES:
+        raise ValueError(f"cannot play {content_type}")
+    sox = _tool("sox")
+    done = subprocess.run([sox, "-t", _SOX_TYPES[kind], "-", "-r", "8000", "-c", "1", "-b",
+                           "16", "-t", "wav", "-"], input=data, capture_output=True, timeout=120)
+    if done.returncode != 0:
+        raise ValueError(f"sox cannot read this {content_type}: "
+                         f"{done.stderr.decode(errors='replace').strip()[:200]}")
+    return read_wav(done.stdout)
+
+
+def load_stored_media(store: Store, db: str, doc_id: str,
+                      attachment: str | None = None) -> Pcm:
+    """A media document's audio (an account's upload: Crossbar stores it as ``audio``; or any
+    document with an audio attachment), ready for :meth:`MediaStream.play`."""
+    doc = store.get(db, doc_id)
+    attachments = doc.get("_attachments") or {}
+    name = attachment or ("audio" if "audio" in attachments else next(iter(attachments), None))
+    if name is None:
+        raise NotFound(f"media {doc_id} has no audio", db=db, doc_id=doc_id)
+    data, content_type = store.get_attachment(db, doc_id, name)
+    return decode_media(data, content_type or str(doc.get("content_type", "")))
 
 
 def load_prompt(store: Store, prompt_id: str, language: str = DEFAULT_LANGUAGE) -> Pcm:

@@ -20,8 +20,10 @@ from actors.media import MediaEngine, PlaybackFinished, read_wav
 from actors.media.prompts import (
     PROMPTS,
     SYSTEM_MEDIA_DB,
+    decode_media,
     install_prompts,
     load_prompt,
+    load_stored_media,
     message_count_prompts,
     prompt_doc_id,
     say_number,
@@ -132,3 +134,37 @@ def test_speak_arbitrary_text() -> None:
     assert np.abs(pcm.astype(np.int32)).mean() > 300
     with pytest.raises(ValueError):
         speak("   ")
+
+
+@needs_tools
+def test_prompt_sequence_and_uploaded_media(tmp_path: Path) -> None:
+    store = open_store("embedded", tmp_path)
+    ids = message_count_prompts(3)
+    install_prompts(store, ids)
+    parts = [load_prompt(store, p) for p in ids]
+    # An account's upload (Crossbar keeps it as the "audio" attachment), here an Ogg file.
+    subprocess.run(["sox", "-n", "-r", "16000", "-c", "1", str(tmp_path / "up.ogg"), "synth",
+                    "0.5", "sine", "600"], check=True, capture_output=True)
+    store.create_db("account/ab/cd/uploads", exist_ok=True)
+    rev = store.put("account/ab/cd/uploads", {"_id": "greeting", "name": "greeting"})["_rev"]
+    store.put_attachment("account/ab/cd/uploads", "greeting", "audio",
+                         (tmp_path / "up.ogg").read_bytes(), content_type="audio/ogg", rev=rev)
+    upload = load_stored_media(store, "account/ab/cd/uploads", "greeting")
+    assert abs(len(upload) - 4000) < 160 and dominant_frequencies(upload) == [600.0]
+    with pytest.raises(ValueError):
+        decode_media(b"not audio", "audio/ogg")
+    store.close()
+    events: list = []
+    engine = MediaEngine("127.0.0.1", 45000, 45100).start()
+    peer = RtpPeer()
+    try:
+        stream = engine.open_stream(events.append)
+        stream.set_remote(*peer.address)
+        stream.play([*parts, upload])
+        wait_for(lambda: [e for e in events if isinstance(e, PlaybackFinished)])
+        expected = sum(len(p) for p in parts) + len(upload)
+        wait_for(lambda: len(peer.received) >= expected // 160)
+        assert abs(len(peer.audio()) - expected) < 160  # one operation, every part played
+    finally:
+        peer.close()
+        engine.stop()
