@@ -19,7 +19,7 @@ from actors.edge.guards import AuthLockout, FloodGuard, TrustedSources
 from actors.edge.metrics import REGISTRATIONS, count_response
 from bus import Bus
 from mirliton.config import Config
-from protocols.sip import DigestServer, Response, ServerTransaction
+from protocols.sip import DigestServer, Request, Response, ServerTransaction
 from protocols.sip.transport import TransactionRunner
 from store import Store
 
@@ -28,6 +28,8 @@ __all__ = ["EdgeContext", "nonce_secret"]
 log = logging.getLogger("mirliton.edge")
 
 LINGER = 5.0
+# What an ended, lingered transaction keeps instead of its request (a tiny placeholder).
+_RELEASED = Request("OPTIONS", "sip:released.invalid")
 
 
 def nonce_secret(cfg: Config) -> bytes:
@@ -128,6 +130,11 @@ class EdgeContext:
             _, transaction = lingering.popleft()
             if runner is not None and not transaction.terminated:
                 runner.layer._terminate(transaction)
+                # The layer's timer heap still holds the transaction until its Timer J would
+                # have fired (32 s): let go of the messages it carries, or tens of thousands
+                # of parsed requests stay alive and make every full garbage collection long.
+                transaction.last_response = None
+                transaction.request = _RELEASED
                 ended = True
         if ended and runner is not None:
             runner.flush()
