@@ -8,7 +8,8 @@ Three processes per step, all on loopback:
 - *engine*: one :class:`~actors.media.MediaEngine` (one process = one shard, one clock)
   holding N bridged pairs of streams A_i <-> B_i. Each A_i receives a G.711 (PCMU) stream and
   relays it through B_i to the receiver, rewriting SSRC, sequence numbers and timestamps as a
-  bridged call does. It measures its own CPU time (user + system) over the measured window.
+  bridged call does. It runs with a calls shard's garbage-collector settings (those of every
+  role process) and measures its own CPU time (user + system) over the measured window.
 - *sender*: N UDP sockets, one 20 ms PCMU packet (160 bytes) per socket per frame, paced on an
   absolute schedule, stream i at phase i/N of the frame (phones are not synchronised with each
   other, so packets reach the engine spread over the frame). Each payload starts with the
@@ -34,6 +35,7 @@ one JSON object.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -86,6 +88,10 @@ def role_engine(args: argparse.Namespace) -> None:
     _raise_fd_limit()
     if args.engine_nice:
         os.nice(args.engine_nice)
+    # The garbage-collector settings of a role process (mirliton/roles.py, RoleProcess), which
+    # a calls shard is: start-up objects frozen, young objects collected less often.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
     receivers = [int(p) for p in args.targets.split(",")]
     engine = MediaEngine("127.0.0.1", PORT_MIN, PORT_MAX).start()
     inbound: list[int] = []
