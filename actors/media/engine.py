@@ -181,9 +181,10 @@ class _Collector:
 class _Recorder:
     def __init__(
         self, op_id: int, writer: WavWriter, time_limit: float, terminators: str,
-        silence_threshold: int, silence_seconds: float | None,
+        silence_threshold: int, silence_seconds: float | None, both_directions: bool = False,
     ) -> None:
         self.op_id = op_id
+        self.both_directions = both_directions
         self.writer = writer
         self.max_samples = int(time_limit * 8000) if time_limit > 0 else None
         self.terminators = terminators
@@ -245,6 +246,7 @@ class MediaStream:
         self.peer: MediaStream | None = None
         self.conference: Conference | None = None
         self._last_in: Pcm = _SILENCE
+        self._frame_tick = -1  # the engine tick _last_in belongs to
         self._last_rx = time.monotonic()
         self._timed_out = False
         self.closed = False
@@ -399,8 +401,10 @@ class MediaStream:
         return digits
 
     def record(self, path: str | Path, *, time_limit: float = 3600.0, terminators: str = "",
-               silence_threshold: int = 200, silence_seconds: float | None = None) -> int:
-        """Record what the far end sends to a WAV (8 kHz mono 16-bit) at ``path``.
+               silence_threshold: int = 200, silence_seconds: float | None = None,
+               both_directions: bool = False) -> int:
+        """Record what the far end sends to a WAV (8 kHz mono 16-bit) at ``path``; with
+        ``both_directions``, while bridged, both parties mixed (Kazoo's ``record_call``).
 
         Ends at ``time_limit`` seconds, on a terminator digit, after ``silence_seconds`` of
         consecutive frames whose mean absolute level is under ``silence_threshold`` (16-bit
@@ -412,8 +416,10 @@ class MediaStream:
         op = next(self._op_ids)
         writer = WavWriter(path)
         self._recorder = _Recorder(op, writer, time_limit, terminators, silence_threshold,
-                                   silence_seconds)
+                                   silence_seconds, both_directions)
         self.jitter.reset()
+        if both_directions and self.peer is not None:
+            self.peer.jitter.reset()
         self.engine._activate(self)
         self._emit(RecordingStarted(self.id, op, writer.path))
         return op
@@ -601,7 +607,7 @@ class MediaStream:
         if peer is not None:
             peer._relay(data, ssrc, seq, ts, peer.payload_type,
                         self.codec if self.codec != peer.codec else None, now)
-        if self._recorder is not None or self.conference is not None:
+        if self._wants_inbound_audio:
             try:
                 packet = parse_rtp(data)
             except RtpError:
@@ -695,6 +701,24 @@ class MediaStream:
             self._emit(MediaTimeout(self.id, self.rtp_timeout))
         if self._recorder is None and self.conference is None:
             return
+        pcm = self._inbound_frame()
+        recorder = self._recorder
+        if recorder is not None:
+            peer = self.peer
+            if recorder.both_directions and peer is not None:
+                # Both parties of the bridge, mixed: what the far end says and what we relay
+                # to it (the peer's inbound audio).
+                mixed = pcm.astype(np.int32) + peer._inbound_frame().astype(np.int32)
+                pcm = np.clip(mixed, -32768, 32767).astype(np.int16)
+            self._record_frame(recorder, pcm)
+
+    def _inbound_frame(self) -> Pcm:
+        """This tick's frame of what the far end sends (decoded, silence when nothing came in
+        time); taken from the jitter buffer once per tick however many readers want it."""
+        tick = self.engine.ticks
+        if self._frame_tick == tick:
+            return self._last_in
+        self._frame_tick = tick
         frame = self.jitter.pop()
         pcm = _SILENCE
         if frame is not None and frame.payload is not None:
@@ -705,9 +729,16 @@ class MediaStream:
             if len(pcm) != SAMPLES_PER_FRAME:
                 pcm = np.resize(pcm, SAMPLES_PER_FRAME) if len(pcm) else _SILENCE
         self._last_in = pcm
-        recorder = self._recorder
-        if recorder is not None:
-            self._record_frame(recorder, pcm)
+        return pcm
+
+    @property
+    def _wants_inbound_audio(self) -> bool:
+        """Whether packets must go through the jitter buffer (decoded audio is needed)."""
+        if self._recorder is not None or self.conference is not None:
+            return True
+        peer = self.peer
+        return (peer is not None and peer._recorder is not None
+                and peer._recorder.both_directions)
 
     def _record_frame(self, recorder: _Recorder, pcm: Pcm) -> None:
         if recorder.silence_frames_needed is not None:

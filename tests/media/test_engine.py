@@ -386,3 +386,22 @@ def test_rtp_timeout_and_discarded_recording(engine: MediaEngine, peers: list[Rt
     done = wait_for(lambda: owner.of(RecordingFinished))[0]
     assert done.discarded and done.reason == "stopped"
     assert list(tmp_path.iterdir()) == []  # neither the recording nor its .part
+
+
+def test_record_both_directions_of_a_bridge(engine: MediaEngine, peers: list[RtpPeer],
+                                            tmp_path: Path) -> None:
+    a_stream, a_peer, a_owner = _connect(engine, peers)
+    b_stream, b_peer, _ = _connect(engine, peers, codec="PCMA")
+    engine.bridge(a_stream, b_stream)
+    path = tmp_path / "call.wav"
+    a_stream.record(path, both_directions=True, time_limit=1.0)
+    senders = [a_peer.stream(sine(300, 1.5)), b_peer.stream(sine(1100, 1.5))]
+    done = wait_for(lambda: a_owner.of(RecordingFinished), timeout=10)[0]
+    for sender in senders:
+        sender.join()
+    assert done.reason == "time_limit"
+    pcm, _ = _read_wav(path)
+    found = dominant_frequencies(pcm[1600:], 2)  # past the jitter buffer's first frames
+    assert abs(found[0] - 300) <= 10 and abs(found[1] - 1100) <= 10
+    # The relay went on while recording.
+    assert dominant_frequencies(b_peer.audio()) == [300.0]
