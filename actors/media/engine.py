@@ -247,6 +247,8 @@ class MediaStream:
         self.conference: Conference | None = None
         self._last_in: Pcm = _SILENCE
         self._frame_tick = -1  # the engine tick _last_in belongs to
+        self._backlog: Pcm = _SILENCE[:0]  # decoded inbound samples not yet taken
+        self._packet_samples = SAMPLES_PER_FRAME
         self._last_rx = time.monotonic()
         self._timed_out = False
         self.closed = False
@@ -417,9 +419,9 @@ class MediaStream:
         writer = WavWriter(path)
         self._recorder = _Recorder(op, writer, time_limit, terminators, silence_threshold,
                                    silence_seconds, both_directions)
-        self.jitter.reset()
+        self._reset_inbound()
         if both_directions and self.peer is not None:
-            self.peer.jitter.reset()
+            self.peer._reset_inbound()
         self.engine._activate(self)
         self._emit(RecordingStarted(self.id, op, writer.path))
         return op
@@ -719,17 +721,35 @@ class MediaStream:
         if self._frame_tick == tick:
             return self._last_in
         self._frame_tick = tick
-        frame = self.jitter.pop()
-        pcm = _SILENCE
-        if frame is not None and frame.payload is not None:
-            codec = _STATIC_PAYLOAD_TYPES.get(frame.payload_type or 0, self.codec)
-            if frame.payload_type == self.payload_type:
-                codec = self.codec
-            pcm = decode(codec, frame.payload)
-            if len(pcm) != SAMPLES_PER_FRAME:
-                pcm = np.resize(pcm, SAMPLES_PER_FRAME) if len(pcm) else _SILENCE
+        # Packets need not hold 20 ms (a far end with ptime 30 or 10): decoded samples queue
+        # here and each tick takes 160 of them, pulling packets as needed.
+        backlog = self._backlog
+        while len(backlog) < SAMPLES_PER_FRAME:
+            frame = self.jitter.pop()
+            if frame is None:
+                break  # nothing (prefilling or dry): the rest of this frame is silence
+            if frame.payload is None:
+                # Lost: silence as long as the packets around it.
+                samples = _SILENCE[: self._packet_samples]
+            else:
+                codec = _STATIC_PAYLOAD_TYPES.get(frame.payload_type or 0, self.codec)
+                if frame.payload_type == self.payload_type:
+                    codec = self.codec
+                samples = decode(codec, frame.payload)
+                if len(samples):
+                    self._packet_samples = min(len(samples), SAMPLES_PER_FRAME)
+            backlog = np.concatenate([backlog, samples]) if len(backlog) else samples
+        if len(backlog) >= SAMPLES_PER_FRAME:
+            pcm, self._backlog = backlog[:SAMPLES_PER_FRAME], backlog[SAMPLES_PER_FRAME:]
+        else:
+            pcm = np.concatenate([backlog, _SILENCE[: SAMPLES_PER_FRAME - len(backlog)]])
+            self._backlog = _SILENCE[:0]
         self._last_in = pcm
         return pcm
+
+    def _reset_inbound(self) -> None:
+        self.jitter.reset()
+        self._backlog = _SILENCE[:0]
 
     @property
     def _wants_inbound_audio(self) -> bool:
@@ -826,7 +846,7 @@ class Conference:
         if stream not in self.members:
             self.members.append(stream)
             stream.conference = self
-            stream.jitter.reset()
+            stream._reset_inbound()
             self.engine._activate(stream)
 
     def leave(self, stream: MediaStream) -> None:

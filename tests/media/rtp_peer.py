@@ -4,6 +4,7 @@ paced 20 ms packets and keeps every packet it receives."""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -64,13 +65,17 @@ class RtpPeer:
                            self.ssrc, payload, marker)
         self.sock.sendto(packet.to_bytes(), self.target)
 
-    def stream(self, pcm: np.ndarray) -> gevent.Greenlet:
-        """Send ``pcm`` as 20 ms packets in real time (a greenlet; join it to wait)."""
+    def stream(self, pcm: np.ndarray, ptime_ms: int = 20) -> gevent.Greenlet:
+        """Send ``pcm`` as ``ptime_ms`` packets in real time (a greenlet; join it to wait),
+        paced on an absolute schedule."""
+        size = 8 * ptime_ms
+
         def run() -> None:
-            for frame in frames(pcm):
-                self.ts = (self.ts + 160) & 0xFFFFFFFF
+            start = time.monotonic()
+            for index, frame in enumerate(frames(pcm, size)):
+                self.ts = (self.ts + size) & 0xFFFFFFFF
                 self.send_packet(encode(self.codec, frame), self.payload_type)
-                gevent.sleep(0.02)
+                gevent.sleep(max(0.0, start + (index + 1) * ptime_ms / 1000 - time.monotonic()))
         greenlet = gevent.spawn(run)
         self._senders.append(greenlet)
         return greenlet

@@ -405,3 +405,16 @@ def test_record_both_directions_of_a_bridge(engine: MediaEngine, peers: list[Rtp
     assert abs(found[0] - 300) <= 10 and abs(found[1] - 1100) <= 10
     # The relay went on while recording.
     assert dominant_frequencies(b_peer.audio()) == [300.0]
+
+
+def test_recording_from_a_far_end_with_ptime_30(engine: MediaEngine, peers: list[RtpPeer],
+                                                tmp_path: Path) -> None:
+    stream, peer, owner = _connect(engine, peers)
+    stream.record(tmp_path / "p30.wav", time_limit=1.0)
+    peer.stream(sine(440, 1.5), ptime_ms=30)
+    assert wait_for(lambda: owner.of(RecordingFinished))[0].reason == "time_limit"
+    pcm, _ = _read_wav(tmp_path / "p30.wav")
+    assert len(pcm) == 8000 and abs(dominant_frequencies(pcm)[0] - 440) <= 10
+    # 30 ms packets fill 20 ms frames without holes once playout started.
+    levels = np.abs(pcm[1600:].astype(np.int32)).reshape(-1, 160).mean(axis=1)
+    assert (levels > 1000).mean() > 0.95
