@@ -24,8 +24,9 @@ sent (one frame: a phone with a one-frame jitter buffer would have to drop it); 
 never arrives counts as late too. A step of N streams *passes* when fewer than 1 % of the
 packets sent in its measured window are late.
 
-The search goes up a ladder of N (100, 200, 300, ...) until a step fails or the time budget of
-the run is spent; the result of a run is the largest N that passed, with the engine's CPU per
+The search goes up a ladder of N (100, 200, 300, ...) until a step fails twice in a row (a
+failing step is run once more: the machine may be shared) or the time budget of the run is
+spent; the result of a run is the largest N that passed, with the engine's CPU per
 stream at that N: engine CPU seconds / wall seconds / N (so 0.001 = 0.1 % of a core per
 stream). ``--runs`` (default 3) repeats the search; the figures reported are the medians.
 Target (issue 9): >= 200 relayed streams per shard. With ``--json`` the last line printed is
@@ -291,13 +292,19 @@ def run_search(args: argparse.Namespace) -> dict[str, Any]:
         if time.monotonic() - started > args.budget:
             print(f"  time budget of {args.budget:g} s spent", flush=True)
             break
-        step = run_step(streams, args.warmup, args.step_seconds, args.engine_nice)
-        steps.append(step)
-        print(f"  {streams:5d} streams: late {step['late_percent']:6.3f} %  "
-              f"(lost {step['lost']}), delay p50 {step['delay_p50_ms']} ms "
-              f"p99 {step['delay_p99_ms']} ms, engine CPU {step['engine_cpu_percent']} %, "
-              f"{1000 * step['cpu_per_stream']:.3f} ms CPU/s per stream"
-              f"{'' if step['passed'] else '  FAILED'}", flush=True)
+        # The machine is shared: a step that fails is run once more before the search stops,
+        # so one burst of another process's load does not end it.
+        for attempt in (1, 2):
+            step = run_step(streams, args.warmup, args.step_seconds, args.engine_nice)
+            step["attempt"] = attempt
+            steps.append(step)
+            print(f"  {streams:5d} streams: late {step['late_percent']:6.3f} %  "
+                  f"(lost {step['lost']}), delay p50 {step['delay_p50_ms']} ms "
+                  f"p99 {step['delay_p99_ms']} ms, engine CPU {step['engine_cpu_percent']} %, "
+                  f"{1000 * step['cpu_per_stream']:.3f} ms CPU/s per stream"
+                  f"{'' if step['passed'] else '  FAILED'}", flush=True)
+            if step["passed"]:
+                break
         if not step["passed"]:
             break
         best = step
