@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 TARGET_STREAMS = 200
 LATE_AFTER = 0.020  # seconds from send to delivery
 LATE_LIMIT = 0.01  # fraction of packets
-LADDER = (100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500)
+LADDER = (100, 200, 300, 400, 600, 800, 1000, 1200, 1500)
 PORT_MIN, PORT_MAX = 20000, 29999
 FRAME = 0.020
 _STAMP = struct.Struct("!dI")  # send time (wall clock), frame number
@@ -323,7 +323,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--step-seconds", type=float, default=4.0,
                         help="measured seconds per step (after a 1 s warm-up)")
-    parser.add_argument("--budget", type=float, default=40.0,
+    parser.add_argument("--budget", type=float, default=35.0,
                         help="seconds per run after which no new step starts")
     parser.add_argument("--engine-nice", type=int, default=0,
                         help="nice increment for the engine process (negative needs root; "
