@@ -229,7 +229,20 @@ def collect(out_dir: Path, expected: int, elapsed: float, rate: float) -> dict[s
     }
 
 
+def wait_idle(node: BenchNode, limit: float = 90.0) -> None:
+    """Let the calls of an overloaded run (failed halfway, ended by timeouts) clear first."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            if node.calls_active() <= 0:
+                return
+        except OSError:
+            return
+        time.sleep(1.0)
+
+
 def cps_run(node: BenchNode, rate: float, duration: float, call_ms: int, workdir: Path) -> dict[str, Any]:
+    wait_idle(node)
     calls = max(1, int(rate * duration))
     started = time.monotonic()
     _, out_dir = run_calls(node, rate, calls, call_ms, workdir)
@@ -245,9 +258,7 @@ def hold_run(node: BenchNode, calls: int, rate: float, workdir: Path) -> dict[st
     edge_pids = node.pids(EDGE_ROLE.rsplit(":", 1)[-1].lower()) or node.pids("edge")
     # Calls of the CPS runs that failed halfway end within a minute (2xx retransmission
     # timeout); the baseline is taken with none left.
-    deadline = time.monotonic() + 90
-    while node.calls_active() > 0 and time.monotonic() < deadline:
-        time.sleep(1.0)
+    wait_idle(node)
     time.sleep(1.0)
     before = sum(_rss_kb(p) for p in shard_pids)
     edge_before = sum(_rss_kb(p) for p in edge_pids)
@@ -304,7 +315,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--search-duration", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--rates", default="25,50,100,150,200")
+    parser.add_argument("--rates", default="25,35,50,70,100,150")
     parser.add_argument("--call-ms", type=int, default=1000)
     parser.add_argument("--hold-calls", type=int, default=2000)
     parser.add_argument("--hold-rate", type=float, default=100.0)
