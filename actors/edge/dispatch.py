@@ -146,12 +146,16 @@ class CallRelay:
             # the Route consumed. The edge relays phones to nowhere but its shards.
             request.headers.remove_first("Route")
             target = self._target(request)
-            if target is not None and self.shards.is_shard_address(target[0]):
+            if (target is not None and request.to.tag is not None
+                    and self.shards.is_shard_address(target[0])):
+                # In-dialog only: a new request aimed at a shard must be authenticated first.
+                strip_internal_headers(request)  # never the phone's word for its account
                 self._forward(request, source, transport, record_route=False, toward_phone=False)
                 return True
         branch = str(request.via.params.get("branch") or "")
         remembered = self.invites.get(branch) if method in ("INVITE", "ACK", "CANCEL") else None
         if remembered is not None:
+            strip_internal_headers(request)
             self._forward(request, source, transport, record_route=method == "INVITE",
                           toward_phone=False, destination=remembered[1])
             return True
