@@ -19,9 +19,11 @@ import structlog
 
 from actors.kernel import current_actor, current_call_id
 
-__all__ = ["configure_logging", "set_process_context"]
+__all__ = ["configure_logging", "reclaim_logging", "set_process_context"]
 
 _context: dict[str, Any] = {"node": "-", "role": "node"}
+_saved_root: logging.Logger | None = None
+_saved_manager: logging.Manager | None = None
 
 
 def set_process_context(**values: Any) -> None:
@@ -89,6 +91,26 @@ def configure_logging(
         handler.addFilter(_ContextFilter())
         root.addHandler(handler)
     root.setLevel(level)
+    global _saved_root, _saved_manager
+    _saved_root, _saved_manager = root, logging.Logger.manager
     # Thespian's own chatter stays at warnings.
     logging.getLogger("thespian").setLevel(logging.WARNING)
     _context["pid"] = os.getpid()
+
+
+def reclaim_logging() -> None:
+    """In a process forked by Thespian: give the node's logging back.
+
+    Thespian replaces ``logging.root`` (with a forwarder that refuses handlers) and the
+    logger manager in every new actor process, so loggers made there would forward to
+    Thespian's log actor at WARNING and most lines of the roles would be lost. The node's
+    root logger, manager and handlers were inherited through fork and still work.
+    """
+    if _saved_root is None or _saved_manager is None:
+        return
+    logging.root = _saved_root
+    logging.Logger.root = _saved_root
+    logging.Logger.manager = _saved_manager
+    for logger in _saved_manager.loggerDict.values():
+        if isinstance(logger, logging.Logger):
+            logger.disabled = False

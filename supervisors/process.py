@@ -205,8 +205,9 @@ class ProcessActor(ThespianActor):
     def _init_child(self, msg: InitChild, sender: ActorAddress) -> None:
         self.key, self.path, self.run_dir = msg.key, msg.path, msg.run_dir
         self.parent_address = sender
-        from mirliton.logs import set_process_context
+        from mirliton.logs import reclaim_logging, set_process_context
 
+        reclaim_logging()
         set_process_context(role=msg.path)
         try:
             self.init_process(msg.args)

@@ -186,7 +186,9 @@ def test_metrics_pass_promtool_and_count_restarts(node: Node) -> None:
     promtool = shutil.which("promtool")
     assert promtool, "promtool (Debian package prometheus) is installed by tests/services/setup.sh"
     os.kill(node.child("worker")["pid"], signal.SIGKILL)
-    wait_until(lambda: node.child("worker")["restarts"] == 1, timeout=5, what="restart")
+    wait_until(lambda: (w := node.child("worker"))["restarts"] == 1 and w["state"] == "running",
+               timeout=5, what="restart")
+
     def counted() -> str | None:
         t = _metrics(node)
         return t if _restart_count(t, "worker") == 1 else None
@@ -199,7 +201,9 @@ def test_metrics_pass_promtool_and_count_restarts(node: Node) -> None:
                  "mirliton_process_resident_memory_bytes", "mirliton_process_cpu_seconds",
                  "mirliton_build_info"):
         assert f"\n{name}" in text or text.startswith(name), name
-    assert 'mirliton_process_up{role="root.worker"} 1.0' in text
+    up_lines = [line for line in text.splitlines() if line.startswith("mirliton_process_up")]
+    assert 'mirliton_process_up{role="root.worker"} 1.0' in up_lines, (
+        up_lines, node.tree(), node.log_tail(20))
 
 
 def test_readyz_livez_status_endpoints(node: Node) -> None:
@@ -211,6 +215,15 @@ def test_readyz_livez_status_endpoints(node: Node) -> None:
     with urllib.request.urlopen(base + "/status", timeout=5) as r:
         st = json.load(r)
     assert st["state"] == "running" and st["tree"]["children"][0]["id"] == "ops"
+
+
+def test_role_processes_log_to_the_node_log_with_their_role(node: Node) -> None:
+    # Thespian swaps the logging root in each actor process; the node takes it back, so a
+    # role's info lines reach the node's log, tagged with the role.
+    line = wait_until(lambda: next((x for x in node.log_text().splitlines()
+                                    if f"ops endpoints on http://127.0.0.1:{node.ops_port}" in x),
+                                   None), timeout=5, what="the ops role's start line")
+    assert "role=root.ops" in line and "[info" in line
 
 
 def test_second_start_on_the_same_data_dir_is_refused(node: Node) -> None:
