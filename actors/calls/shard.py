@@ -261,6 +261,7 @@ class ShardSipActor(Actor):
         call_id = msg.get("Call-ID")
         leg = self.ctx.legs.get(str(call_id)) if call_id else None
         if leg is None:
+            current_call_id.set(str(call_id) if call_id else None)
             log.info("command %s for unknown call %s dropped", msg.get("Application-Name"), call_id)
             return
         leg.send(Command(dict(msg)))

@@ -27,7 +27,7 @@ from gevent.event import Event
 from prometheus_client import Counter, Gauge
 
 from actors.cdr.records import cdr_doc, cdr_month
-from actors.kernel import Actor
+from actors.kernel import Actor, current_call_id
 from store import NotFound, Store, StoreError
 from store.kazoo import modb_name
 
@@ -153,6 +153,9 @@ class CdrWriter(Actor):
             db = modb_name(account_id, year, month)
             by_db.setdefault(db, (account_id, year, month, []))[3].append(doc)
         stored = 0
+        # Log lines name the call when the batch is one leg (the usual case); a larger batch
+        # logs each refused leg by its CDR id, which holds the Call-ID.
+        current_call_id.set(str(events[0].get("Call-ID")) if len(events) == 1 else None)
         try:
             for db, (_, _, _, docs) in by_db.items():
                 try:

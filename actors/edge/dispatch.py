@@ -41,6 +41,7 @@ from actors.calls.registry import ShardDirectory
 from actors.edge.context import EdgeContext
 from actors.edge.credentials import Credentials
 from actors.edge.sip import EdgeSipActor
+from actors.kernel import current_call_id
 from protocols.sip import Request, RequestReceived, Response, SipParseError, make_response
 from protocols.sip.headers import Via
 from protocols.sip.message import Message
@@ -245,6 +246,7 @@ class CallRelay:
         try:
             self.runner.send_stateless(message, destination, self._key(transport))
         except (OSError, ValueError, KeyError) as error:
+            current_call_id.set(message.headers.get("call-id"))
             log.info("relay to %s:%d failed: %s", *destination, error)
 
     def _answer(self, request: Request, source: Address, transport: SipTransport, status: int) -> None:

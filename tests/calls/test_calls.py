@@ -120,6 +120,11 @@ def test_a_calls_user_b_audio_both_ways_b_hangs_up_cdrs(pbx: PBX, tmp_path: Path
     assert b_leg["other_leg_call_id"] == a_call_id
     assert a_leg["ringing_seconds"] >= 1
     wait_until(lambda: not pbx.calls(), timeout=10, what="no call left in `mirliton calls`")
+    # The log lines of the call's actors (edge relay, shard legs, callflow) name its Call-ID.
+    about_the_call = [line for line in pbx.node.log_text().splitlines()
+                      if f"call_id={a_call_id}" in line]
+    for where in ("mirliton.edge.dispatch", "mirliton.calls.legs", "mirliton.callflow.exe"):
+        assert any(where in line for line in about_the_call), where
 
     a.stop()
     b.stop()
