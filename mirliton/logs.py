@@ -22,7 +22,7 @@ from actors.kernel import current_actor, current_call_id
 __all__ = ["configure_logging", "reclaim_logging", "set_process_context"]
 
 _context: dict[str, Any] = {"node": "-", "role": "node"}
-_saved_root: logging.Logger | None = None
+_saved_root: logging.RootLogger | None = None
 _saved_manager: logging.Manager | None = None
 
 
@@ -92,7 +92,7 @@ def configure_logging(
         root.addHandler(handler)
     root.setLevel(level)
     global _saved_root, _saved_manager
-    _saved_root, _saved_manager = root, logging.Logger.manager
+    _saved_root, _saved_manager = logging.root, logging.Logger.manager
     # Thespian's own chatter stays at warnings.
     logging.getLogger("thespian").setLevel(logging.WARNING)
     _context["pid"] = os.getpid()
