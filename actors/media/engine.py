@@ -386,8 +386,10 @@ class MediaStream:
         buffered = list(self._digits)
         self._digits.clear()
         if use_buffered:
-            for digit in buffered:
+            for index, digit in enumerate(buffered):
                 if self._collector is None or self._collector.op_id != op:
+                    # Collected enough: the digits pressed after stay for the next collect.
+                    self._digits.extend(buffered[index:])
                     break
                 self._collect(digit, now)
         self.engine._activate(self)
@@ -839,6 +841,8 @@ class Conference:
         self.members: list[MediaStream] = []
 
     def join(self, stream: MediaStream) -> None:
+        # A conference left empty is dropped from the engine; joining it again brings it back.
+        self.engine._conferences.setdefault(self.name, self)
         if stream.peer is not None:
             raise ValueError("a bridged stream cannot join a conference; unbridge it first")
         if stream.conference is not None and stream.conference is not self:

@@ -172,7 +172,7 @@ def test_collect_terminator_max_and_timeout(engine: MediaEngine, peers: list[Rtp
     peer.dial("789")
     assert wait_for(lambda: len(owner.of(DigitsCollected)) == 2) and owner.of(
         DigitsCollected)[1] == DigitsCollected(stream.id, op, "78", "max_digits")
-    stream.flush_digits()  # the 9
+    assert stream.flush_digits() == "9"  # pressed after the collect was complete
     op = stream.collect_dtmf(max_digits=4, timeout=0.3, inter_digit_timeout=0.3)
     assert wait_for(lambda: len(owner.of(DigitsCollected)) == 3) and owner.of(
         DigitsCollected)[2] == DigitsCollected(stream.id, op, "", "timeout")
@@ -418,3 +418,31 @@ def test_recording_from_a_far_end_with_ptime_30(engine: MediaEngine, peers: list
     # 30 ms packets fill 20 ms frames without holes once playout started.
     levels = np.abs(pcm[1600:].astype(np.int32)).reshape(-1, 160).mean(axis=1)
     assert (levels > 1000).mean() > 0.95
+
+
+def test_buffered_digits_beyond_a_collect_stay_for_the_next(engine: MediaEngine,
+                                                             peers: list[RtpPeer]) -> None:
+    stream, peer, owner = _connect(engine, peers)
+    peer.dial("123")
+    wait_for(lambda: len(owner.of(DtmfReceived)) == 3)
+    first = stream.collect_dtmf(max_digits=1, terminators="")
+    second = stream.collect_dtmf(max_digits=2, terminators="")
+    assert wait_for(lambda: len(owner.of(DigitsCollected)) == 2) and owner.of(
+        DigitsCollected) == [DigitsCollected(stream.id, first, "1", "max_digits"),
+                             DigitsCollected(stream.id, second, "23", "max_digits")]
+
+
+def test_a_conference_left_empty_can_be_joined_again(engine: MediaEngine,
+                                                     peers: list[RtpPeer]) -> None:
+    room = engine.conference("again")
+    first, _, _ = _connect(engine, peers)
+    room.join(first)
+    room.leave(first)
+    a, a_peer, _ = _connect(engine, peers)
+    b, b_peer, _ = _connect(engine, peers)
+    room.join(a)
+    room.join(b)
+    assert engine.conference("again") is room
+    a_peer.stream(sine(500, 0.6)).join()
+    wait_for(lambda: len(b_peer.received) >= 25)
+    assert abs(dominant_frequencies(b_peer.audio(b_peer.received[5:30]))[0] - 500) <= 10
