@@ -57,6 +57,7 @@ from actors.media.metrics import MEDIA_LATE_TICKS, MEDIA_PACKETS, MEDIA_STREAMS
 from actors.media.ports import PortAllocator
 from protocols.rtp.dtmf import DtmfReceiver, DtmfSender
 from protocols.rtp.g711 import decode, encode
+from protocols.rtp.inband import InbandDtmfDetector
 from protocols.rtp.jitter import JitterBuffer
 from protocols.rtp.packet import RtpError, parse_rtp
 from protocols.rtp.sequence import ReceptionStats, seq_delta, ts_delta
@@ -239,6 +240,7 @@ class MediaStream:
         self._in_ssrc: int | None = None
         self.jitter = JitterBuffer(jitter_depth)
         self._dtmf = DtmfReceiver()
+        self._inband: InbandDtmfDetector | None = None
         self._digits: deque[str] = deque(maxlen=32)  # received while nothing collected them
         self._output: _Player | _Tone | _DtmfOut | None = None
         self._collector: _Collector | None = None
@@ -397,6 +399,15 @@ class MediaStream:
 
     def stop_collect(self) -> None:
         self._end_collect("stopped")
+
+    def detect_inband_dtmf(self, enabled: bool = True) -> None:
+        """Also listen for key presses sent as audio tones (a far end without RFC 4733);
+        they come as the same DtmfReceived events and feed collect/terminators alike. Costs
+        a decode and a small DFT per frame, so it is off unless asked for."""
+        self._inband = InbandDtmfDetector() if enabled else None
+        if enabled:
+            self._reset_inbound()
+            self.engine._activate(self)
 
     def flush_digits(self) -> str:
         """Drop (and return) the digits received while nothing was collecting."""
@@ -690,6 +701,7 @@ class MediaStream:
     def _needs_tick(self) -> bool:
         return (self._output is not None or self._collector is not None
                 or self._recorder is not None or self.conference is not None
+                or self._inband is not None
                 or self._dtmf._current is not None or self.rtp_timeout is not None)
 
     def _tick_in(self, now: float) -> None:
@@ -703,9 +715,12 @@ class MediaStream:
                 and now - self._last_rx >= self.rtp_timeout):
             self._timed_out = True
             self._emit(MediaTimeout(self.id, self.rtp_timeout))
-        if self._recorder is None and self.conference is None:
+        if self._recorder is None and self.conference is None and self._inband is None:
             return
         pcm = self._inbound_frame()
+        if self._inband is not None:
+            for key in self._inband.feed(pcm):
+                self._on_digit(key, 40 * 8, now)  # known to have lasted >= 40 ms
         recorder = self._recorder
         if recorder is not None:
             peer = self.peer
@@ -756,7 +771,8 @@ class MediaStream:
     @property
     def _wants_inbound_audio(self) -> bool:
         """Whether packets must go through the jitter buffer (decoded audio is needed)."""
-        if self._recorder is not None or self.conference is not None:
+        if (self._recorder is not None or self.conference is not None
+                or self._inband is not None):
             return True
         peer = self.peer
         return (peer is not None and peer._recorder is not None

@@ -7,6 +7,7 @@
 - ``g711``: PCMU / PCMA tables (no ``audioop``).
 - ``dtmf``: RFC 4733 telephone-events, receive (end de-duplication) and send.
 - ``tones``: call-progress and DTMF tones, 20 ms framing (160 samples at 8 kHz).
+- ``inband``: DTMF key presses detected in the audio itself.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from protocols.rtp.g711 import (
     ulaw_decode,
     ulaw_encode,
 )
+from protocols.rtp.inband import InbandDtmfDetector
 from protocols.rtp.jitter import JitterBuffer, JitterFrame
 from protocols.rtp.packet import (
     ReportBlock,
@@ -68,6 +70,7 @@ __all__ = [
     "DtmfReceiver",
     "DtmfSender",
     "FRAME_MS",
+    "InbandDtmfDetector",
     "JitterBuffer",
     "JitterFrame",
     "RINGBACK",

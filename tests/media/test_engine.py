@@ -23,7 +23,15 @@ from actors.media import (
     RemoteLatched,
     wav_bytes,
 )
-from protocols.rtp import RINGBACK, DtmfReceiver, seq_delta, sine, ts_delta
+from protocols.rtp import (
+    RINGBACK,
+    DtmfReceiver,
+    ToneGenerator,
+    dtmf_tone,
+    seq_delta,
+    sine,
+    ts_delta,
+)
 from protocols.sdp import Answer, NegotiationFailure, build_answer, parse_sdp
 from tests.media.rtp_peer import RtpPeer, dominant_frequencies, wait_for
 
@@ -446,3 +454,18 @@ def test_a_conference_left_empty_can_be_joined_again(engine: MediaEngine,
     a_peer.stream(sine(500, 0.6)).join()
     wait_for(lambda: len(b_peer.received) >= 25)
     assert abs(dominant_frequencies(b_peer.audio(b_peer.received[5:30]))[0] - 500) <= 10
+
+
+def test_inband_dtmf_from_a_far_end_without_rfc4733(engine: MediaEngine,
+                                                    peers: list[RtpPeer]) -> None:
+    stream, peer, owner = _connect(engine, peers, codec="PCMA")
+    stream.detect_inband_dtmf()
+    op = stream.collect_dtmf(max_digits=5, terminators="#", timeout=10)
+    gen = ToneGenerator(dtmf_tone("42#", on_ms=100, off_ms=80))
+    chunks = []
+    while (frame := gen.next_frame()) is not None:
+        chunks.append(frame)
+    peer.stream(np.concatenate(chunks + [np.zeros(1600, dtype=np.int16)])).join()
+    assert wait_for(lambda: owner.of(DigitsCollected)) == [
+        DigitsCollected(stream.id, op, "42", "terminator", "#")]
+    assert [e.digit for e in owner.of(DtmfReceived)] == ["4", "2", "#"]
