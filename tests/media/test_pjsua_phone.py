@@ -47,7 +47,8 @@ def test_pjsua2_phone_hears_prompt_sends_dtmf_and_is_recorded(
 
         # 3. The phone streams its 3 s 440 Hz WAV; the recording ends on the silence after it.
         recording = tmp_path / "from-phone.wav"
-        op = stream.record(recording, time_limit=20, silence_seconds=1.0)
+        # The silence that ends it is left out of the file, so a generous 2 s costs nothing.
+        op = stream.record(recording, time_limit=20, silence_seconds=2.0)
         phone.command(cmd="stream")
         phone.expect("streamed")
         done = wait_for(lambda: call.of(RecordingFinished), timeout=15)[0]
