@@ -199,8 +199,8 @@ def role_receiver(args: argparse.Namespace) -> None:
                         arrived = seconds + nanoseconds / 1e9
                 if arrived is None:
                     arrived = time.time()
-                if len(data) < 12 + _STAMP.size:
-                    continue
+                if len(data) < 12 + _STAMP.size or 192 <= data[1] <= 223:
+                    continue  # too short, or the engine's RTCP report landing on this port
                 sent, frame = _STAMP.unpack_from(data, 12)
                 if first <= frame < last:
                     delays.append(arrived - sent)

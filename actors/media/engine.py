@@ -4,7 +4,8 @@ One :class:`MediaEngine` per process (per calls shard). It owns the RTP port ran
 gevent greenlet, the *clock*, that wakes every 20 ms and does the periodic work of every
 stream that has some: the next frame of a prompt or tone, the next RFC 4733 packet of a key
 press, one frame out of the jitter buffer for a recording or a conference, the conference
-mix, timeouts, the Prometheus series (once a second). No stream has a greenlet of its own:
+mix, timeouts, RTCP reports (every ~5 s per stream, on the odd port above its RTP port),
+the Prometheus series (once a second). No stream has a greenlet of its own:
 sockets are watched by libev io watchers whose callbacks read the datagram that woke them, so
 a relayed packet (a bridge) leaves the moment it arrives instead of waiting for the next tick.
 
@@ -59,7 +60,18 @@ from protocols.rtp.dtmf import DtmfReceiver, DtmfSender
 from protocols.rtp.g711 import decode, encode
 from protocols.rtp.inband import InbandDtmfDetector
 from protocols.rtp.jitter import JitterBuffer
-from protocols.rtp.packet import RtpError, parse_rtp
+from protocols.rtp.packet import (
+    ReportBlock,
+    RtcpBye,
+    RtcpPacket,
+    RtcpReceiverReport,
+    RtcpSenderReport,
+    RtcpUnknown,
+    RtpError,
+    build_rtcp,
+    parse_rtcp,
+    parse_rtp,
+)
 from protocols.rtp.sequence import ReceptionStats, seq_delta, ts_delta
 from protocols.rtp.tones import SAMPLES_PER_FRAME, ToneGenerator, ToneSpec
 from protocols.sdp import (
@@ -100,6 +112,24 @@ def _as_owner(owner: Any) -> Owner | None:
     if callable(owner):
         return owner
     raise TypeError("owner must be an ActorRef (with send) or a callable")
+
+
+_NTP_EPOCH_OFFSET = 2208988800  # 1900-01-01 to 1970-01-01, seconds
+
+
+def _ntp_now() -> int:
+    """The wall clock as a 64-bit NTP timestamp (RTCP sender reports)."""
+    now = time.time() + _NTP_EPOCH_OFFSET
+    seconds = int(now)
+    return (seconds << 32) | int((now - seconds) * (1 << 32))
+
+
+def _sdes_cname(ssrc: int, cname: str) -> RtcpUnknown:
+    """An SDES packet with our CNAME (RFC 3550 6.5: every compound packet carries one)."""
+    text = cname.encode()[:255]
+    body = struct.pack("!IBB", ssrc, 1, len(text)) + text + b"\x00"
+    body += bytes(-len(body) % 4)
+    return RtcpUnknown(202, 1, body)
 
 
 # -- operations -------------------------------------------------------------------------------
@@ -214,10 +244,19 @@ class MediaStream:
     _ids = itertools.count(1)
 
     def __init__(self, engine: MediaEngine, sock: Any, owner: Owner | None, *, latch: bool,
-                 rtp_timeout: float | None, jitter_depth: int) -> None:
+                 rtp_timeout: float | None, jitter_depth: int,
+                 rtcp_sock: Any = None) -> None:
         self.id = next(self._ids)
         self.engine = engine
         self._sock = sock
+        self._rtcp_sock = rtcp_sock
+        self._rtcp_remote: tuple[str, int] | None = None  # where the far end's RTCP comes from
+        self._sdp_rtcp_port: int | None = None
+        self._rtcp_due = 0.0
+        self._octets_sent = 0
+        self._last_sr: tuple[int, float] | None = None  # (middle NTP bits, arrival) of its SR
+        self.round_trip_ms: float | None = None
+        self.remote_fraction_lost: float | None = None
         self.local_address: tuple[str, int] = sock.getsockname()[:2]
         self._owner = owner
         self.latch = latch
@@ -261,6 +300,10 @@ class MediaStream:
         hub = gevent.get_hub()
         self._watcher = hub.loop.io(sock.fileno(), 1)
         self._watcher.start(self._on_readable)
+        self._rtcp_watcher = None
+        if rtcp_sock is not None:
+            self._rtcp_watcher = hub.loop.io(rtcp_sock.fileno(), 1)
+            self._rtcp_watcher.start(self._on_rtcp_readable)
 
     def __repr__(self) -> str:
         return f"<MediaStream #{self.id} {self.local_address[0]}:{self.local_port}>"
@@ -279,13 +322,17 @@ class MediaStream:
 
     def set_remote(self, host: str, port: int, *, codec: str = "PCMU",
                    payload_type: int | None = None,
-                   telephone_event_pt: int | None = 101) -> None:
-        """The far end as its SDP says; resets latching (a re-INVITE may move it)."""
+                   telephone_event_pt: int | None = 101,
+                   rtcp_port: int | None = None) -> None:
+        """The far end as its SDP says; resets latching (a re-INVITE may move it).
+        ``rtcp_port``: its ``a=rtcp`` port when not the RTP port + 1."""
         codec = codec.upper()
         if codec not in ("PCMU", "PCMA"):
             raise ValueError(f"unsupported codec {codec}")
         self.remote = (host, port) if host and port else None
         self._sdp_remote = self.remote
+        self._sdp_rtcp_port = rtcp_port
+        self._rtcp_remote = None
         self._latched = False
         self.sending = True
         self.codec = codec
@@ -302,6 +349,7 @@ class MediaStream:
             codec=negotiated.codec.encoding, payload_type=negotiated.codec.payload_type,
             telephone_event_pt=(negotiated.telephone_event.payload_type
                                 if negotiated.telephone_event else None),
+            rtcp_port=negotiated.remote_rtcp_port or None,
         )
         self.sending = negotiated.direction in ("sendrecv", "sendonly")
 
@@ -459,6 +507,8 @@ class MediaStream:
             "packets_lost": max(0, reception.lost) if reception else 0,
             "jitter_ms": round(reception.jitter / 8.0, 3) if reception else 0.0,
             "late_packets": self.jitter.late,
+            "round_trip_ms": self.round_trip_ms,
+            "remote_fraction_lost": self.remote_fraction_lost,
         }
 
     def close(self) -> None:
@@ -473,10 +523,16 @@ class MediaStream:
             self.engine.unbridge(self)
         if self.conference is not None:
             self.conference.leave(self)
+        if self._rtcp_sock is not None and self.remote is not None:
+            self._send_rtcp(time.monotonic(), bye=True)
         self.closed = True
         self._watcher.stop()
         self.engine._forget(self)
         self._sock.close()
+        if self._rtcp_sock is not None:
+            if self._rtcp_watcher is not None:
+                self._rtcp_watcher.stop()
+            self._rtcp_sock.close()
 
     # -- internals: operations ------------------------------------------------------------
 
@@ -577,7 +633,8 @@ class MediaStream:
             self.packets_dropped += 1
             return
         if 192 <= data[1] <= 223:  # is_rtcp, inlined: this runs for every packet
-            return  # RTCP muxed on the RTP port (RFC 5761): nothing we act on yet
+            self._on_rtcp(data, source)  # RTCP muxed on the RTP port (RFC 5761)
+            return
         address = source if len(source) == 2 else (source[0], source[1])
         if address != self.remote:
             if address == self._sdp_remote:
@@ -629,6 +686,77 @@ class MediaStream:
                 return
             self.jitter.push(seq, ts, packet.payload, now, payload_type)
 
+    # -- internals: RTCP (RFC 3550 section 6) ---------------------------------------------
+
+    def _on_rtcp_readable(self) -> None:
+        try:
+            data, source = self._rtcp_sock.recvfrom(2048)
+        except OSError:
+            return
+        try:
+            self._on_rtcp(data, source)
+        except Exception:
+            log.exception("media stream %s: RTCP handling failed", self.id)
+
+    def _on_rtcp(self, data: bytes, source: tuple[str, int]) -> None:
+        """Take what the far end's reports say: its SR (for our next report's LSR/DLSR) and
+        its report on us (round-trip time, the loss it sees)."""
+        if self.remote is not None and source[0] != self.remote[0]:
+            return  # not from the far end's host
+        try:
+            packets = parse_rtcp(data)
+        except RtpError:
+            return
+        now = time.monotonic()
+        self._rtcp_remote = (source[0], source[1])
+        for packet in packets:
+            if isinstance(packet, RtcpSenderReport | RtcpReceiverReport):
+                if isinstance(packet, RtcpSenderReport) and packet.ssrc == self._in_ssrc:
+                    self._last_sr = ((packet.ntp_timestamp >> 16) & 0xFFFFFFFF, now)
+                for block in packet.reports:
+                    if block.ssrc != self.ssrc:
+                        continue
+                    self.remote_fraction_lost = block.fraction_lost / 256
+                    if block.last_sr:
+                        # RFC 3550 6.4.1: RTT = A - LSR - DLSR, in 1/65536 s.
+                        arrival = (_ntp_now() >> 16) & 0xFFFFFFFF
+                        rtt = (arrival - block.last_sr - block.delay_since_last_sr) & 0xFFFFFFFF
+                        if rtt < 0x80000000:
+                            self.round_trip_ms = round(rtt * 1000 / 65536, 3)
+
+    def _send_rtcp(self, now: float, *, bye: bool = False) -> None:
+        """A compound report: SR when we sent since the last one (else RR), a report block
+        on what we receive, our SDES CNAME, and BYE when the stream closes."""
+        sock = self._rtcp_sock
+        if sock is None or self.remote is None or not self.sending:
+            return
+        blocks: tuple[ReportBlock, ...] = ()
+        reception = self.in_stats
+        if reception is not None and self._in_ssrc is not None and reception.received:
+            lsr, dlsr = 0, 0
+            if self._last_sr is not None:
+                lsr = self._last_sr[0]
+                dlsr = int((now - self._last_sr[1]) * 65536)
+            blocks = (ReportBlock(
+                self._in_ssrc, reception.fraction_lost(),
+                max(-0x800000, min(0x7FFFFF, reception.lost)),
+                reception.extended_max_seq & 0xFFFFFFFF, int(reception.jitter), lsr, dlsr),)
+        report: RtcpPacket
+        if self.packets_sent:
+            report = RtcpSenderReport(self.ssrc, _ntp_now(), self._out_ts, self.packets_sent,
+                                      self._octets_sent, blocks)
+        else:
+            report = RtcpReceiverReport(self.ssrc, blocks)
+        packets: list[RtcpPacket] = [report, _sdes_cname(self.ssrc, self.engine.cname)]
+        if bye:
+            packets.append(RtcpBye((self.ssrc,)))
+        target = self._rtcp_remote or (
+            self.remote[0], self._sdp_rtcp_port or self.remote[1] + 1)
+        try:
+            sock.sendto(build_rtcp(packets), target)
+        except OSError:
+            pass
+
     def _relay(self, data: bytes, ssrc: int, seq: int, ts: int, payload_type: int,
                transcode_from: str | None, now: float) -> None:
         """Send a packet the bridged peer received, as ours: our SSRC, sequence numbers and
@@ -672,6 +800,7 @@ class MediaStream:
         try:
             self._sock.sendto(packet, self.remote)
             self.packets_sent += 1
+            self._octets_sent += len(packet) - 12
         except (BlockingIOError, OSError):
             self.packets_dropped += 1  # UDP: a full buffer or an ICMP error drops the packet
 
@@ -900,8 +1029,13 @@ class MediaEngine:
     """
 
     def __init__(self, host: str = "127.0.0.1", port_min: int = 16384, port_max: int = 32767,
-                 *, advertise: str | None = None, jitter_depth: int = 2) -> None:
+                 *, advertise: str | None = None, jitter_depth: int = 2,
+                 rtcp_interval: float | None = 5.0) -> None:
         self.host = host
+        # RTCP reports every rtcp_interval seconds on average (RFC 3550's 5 s minimum, spread
+        # over 0.5-1.5 times it); None: no RTCP socket, no reports.
+        self.rtcp_interval = rtcp_interval
+        self.cname = f"mirliton@{host}"
         self.advertise = advertise or (host if host not in ("0.0.0.0", "::") else "127.0.0.1")
         self.ports = PortAllocator(host, port_min, port_max)
         self.jitter_depth = jitter_depth
@@ -917,6 +1051,7 @@ class MediaEngine:
         self._closed_counts = [0, 0, 0]
         self._reported = [0, 0, 0, 0]  # received, sent, dropped, late ticks
         self._next_report = 0.0
+        self._next_rtcp_check = 0.0
 
     @classmethod
     def from_config(cls, media: Any) -> MediaEngine:
@@ -954,8 +1089,14 @@ class MediaEngine:
                     rtp_timeout: float | None = None) -> MediaStream:
         """A stream on the next free even port; events go to ``owner``."""
         sock = self.ports.bind()
+        rtcp_sock = None
+        if self.rtcp_interval is not None:
+            rtcp_sock = self.ports.bind_rtcp(sock.getsockname()[1])
         stream = MediaStream(self, sock, _as_owner(owner), latch=latch,
-                             rtp_timeout=rtp_timeout, jitter_depth=self.jitter_depth)
+                             rtp_timeout=rtp_timeout, jitter_depth=self.jitter_depth,
+                             rtcp_sock=rtcp_sock)
+        if self.rtcp_interval is not None:
+            stream._rtcp_due = time.monotonic() + self.rtcp_interval * random.uniform(0.5, 1.5)
         self._streams[stream.id] = stream
         if rtp_timeout is not None:
             self._activate(stream)
@@ -1062,6 +1203,15 @@ class MediaEngine:
         if now >= self._next_report:
             self._next_report = now + 1.0
             self.report_metrics()
+        if self.rtcp_interval is not None and now >= self._next_rtcp_check:
+            # Reports are due every few seconds per stream: looking ten times a second is
+            # plenty and keeps this off the 20 ms path.
+            self._next_rtcp_check = now + min(0.1, self.rtcp_interval / 2)
+            interval = self.rtcp_interval
+            for stream in list(self._streams.values()):
+                if now >= stream._rtcp_due and not stream.closed:
+                    stream._rtcp_due = now + interval * random.uniform(0.5, 1.5)
+                    stream._send_rtcp(now)
 
     def report_metrics(self) -> None:
         """Bring the Prometheus series up to date (the clock does it once a second)."""

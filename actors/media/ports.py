@@ -68,5 +68,18 @@ class PortAllocator:
             return sock
         raise PortsExhausted(f"no free even RTP port in {self.first}-{self.last}")
 
+    def bind_rtcp(self, rtp_port: int) -> _socket_module.socket | None:
+        """The RTCP socket beside an RTP port (the odd port above it), or None when something
+        else holds that port (the stream then does without RTCP)."""
+        family = _socket_module.AF_INET6 if ":" in self.host else _socket_module.AF_INET
+        sock = UdpSocket(family, _socket_module.SOCK_DGRAM)
+        try:
+            sock.bind((self.host, rtp_port + 1))
+        except OSError:
+            sock.close()
+            return None
+        sock.setblocking(False)
+        return sock
+
     def release(self, port: int) -> None:
         self._in_use.discard(port)

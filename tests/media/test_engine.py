@@ -6,6 +6,7 @@ from __future__ import annotations
 import wave
 from pathlib import Path
 
+import gevent
 import numpy as np
 import pytest
 
@@ -469,3 +470,54 @@ def test_inband_dtmf_from_a_far_end_without_rfc4733(engine: MediaEngine,
     assert wait_for(lambda: owner.of(DigitsCollected)) == [
         DigitsCollected(stream.id, op, "42", "terminator", "#")]
     assert [e.digit for e in owner.of(DtmfReceived)] == ["4", "2", "#"]
+
+
+def test_rtcp_reports_both_ways(peers: list[RtpPeer]) -> None:
+    from gevent import socket as gsocket
+
+    from protocols.rtp import (
+        ReportBlock,
+        RtcpBye,
+        RtcpReceiverReport,
+        RtcpSenderReport,
+        build_rtcp,
+        parse_rtcp,
+    )
+
+    engine = MediaEngine("127.0.0.1", 43200, 43299, rtcp_interval=0.2).start()
+    try:
+        stream = engine.open_stream()
+        peer = RtpPeer()
+        peers.append(peer)
+        rtcp = gsocket.socket(gsocket.AF_INET, gsocket.SOCK_DGRAM)
+        rtcp.bind(("127.0.0.1", 0))
+        stream.set_remote(*peer.address, rtcp_port=rtcp.getsockname()[1])
+        peer.target = stream.local_address
+        peer.stream(sine(440, 0.6)).join()
+        stream.play(sine(440, 0.2))
+        reports: list = []
+        with gevent.Timeout(5):
+            while not any(isinstance(p, RtcpSenderReport) for p in reports):
+                reports += parse_rtcp(rtcp.recv(2048))
+        sender_report = next(p for p in reports if isinstance(p, RtcpSenderReport))
+        assert sender_report.ssrc == stream.ssrc and sender_report.packet_count >= 1
+        (block,) = sender_report.reports
+        assert block.ssrc == peer.ssrc and block.cumulative_lost == 0
+        assert block.highest_sequence & 0xFFFF == peer.seq
+        # The far end's report on us, echoing our SR: the stream learns the round trip.
+        lsr = (sender_report.ntp_timestamp >> 16) & 0xFFFFFFFF
+        rtcp.sendto(build_rtcp([RtcpReceiverReport(peer.ssrc, (
+            ReportBlock(stream.ssrc, 64, 3, 1000, 40, lsr, 0),))]),
+            (stream.local_address[0], stream.local_port + 1))
+        wait_for(lambda: stream.round_trip_ms is not None)
+        assert 0 <= stream.stats()["round_trip_ms"] < 5000
+        assert stream.stats()["remote_fraction_lost"] == 0.25
+        stream.close()  # says goodbye
+        with gevent.Timeout(5):
+            while True:
+                if any(isinstance(p, RtcpBye) and p.ssrcs == (stream.ssrc,)
+                       for p in parse_rtcp(rtcp.recv(2048))):
+                    break
+        rtcp.close()
+    finally:
+        engine.stop()
