@@ -1,8 +1,8 @@
 """Call load through a real node: SIPp UAC -> edge -> calls shard (B2BUA) -> edge -> SIPp UAS
 registered as a device. Driven by SIPp (bench/sipp/calls_uac.xml, calls_uas.xml).
 
-    python bench/calls.py [--json] [--duration 30] [--runs 3] [--rates 50,100,150,200]
-                          [--search-duration 10] [--hold-calls 2000] [--hold-rate 100]
+    python bench/calls.py [--json] [--duration 30] [--runs 3] [--rates 25,35,50,70,100,150]
+                          [--search-duration 10] [--hold-calls 2000] [--hold-rate 25]
 
 A node with the registrar, edge (dispatching calls), callflow, cdr and calls roles (2 shards)
 runs on the embedded defaults in a temporary data dir. The callee is a SIPp UAS that
@@ -17,8 +17,8 @@ one address.
    a failed or unfinished call; the highest clean rate is then confirmed with ``--runs`` runs
    of ``--duration`` seconds (a failing confirmation steps down). Setup latency p50/p99 is
    first INVITE sent to 200 OK received (digest round trip included), medians over the runs.
-2. Memory: ``--hold-calls`` calls are set up at the clean rate found (at most
-   ``--hold-rate``) and held; the resident memory
+2. Memory (first, on the fresh node): ``--hold-calls`` calls are set up at ``--hold-rate``
+   and held; the resident memory
    of the calls shard processes (RSS, summed) is read before and once they are all
    established; reported as (RSS delta) / calls, in KB. The edge's delta is reported apart.
 
@@ -318,7 +318,7 @@ def main() -> int:
     parser.add_argument("--rates", default="25,35,50,70,100,150")
     parser.add_argument("--call-ms", type=int, default=1000)
     parser.add_argument("--hold-calls", type=int, default=2000)
-    parser.add_argument("--hold-rate", type=float, default=100.0)
+    parser.add_argument("--hold-rate", type=float, default=25.0)
     parser.add_argument("--shards", type=int, default=2)
     args = parser.parse_args()
     if shutil.which("sipp") is None:
@@ -337,6 +337,12 @@ def main() -> int:
     memory: dict[str, Any] = {}
     try:
         cps_run(node, rates[0] / 2, 3.0, args.call_ms, workdir)  # warm-up
+        if args.hold_calls:
+            # Memory first, on a node that has not been through overload yet: memory freed
+            # after the CPS runs is reused and would hide what held calls cost.
+            memory = hold_run(node, args.hold_calls, args.hold_rate, workdir)
+            print(f"held {memory['established']} of {memory['calls']} calls: "
+                  f"{memory['kb_per_call']} KB per call in the shards", file=sys.stderr)
         clean: list[float] = []
         for rate in rates:
             result = cps_run(node, rate, args.search_duration, args.call_ms, workdir)
@@ -365,14 +371,6 @@ def main() -> int:
                 break
         else:
             confirmations = []
-        if args.hold_calls:
-            # Calls are set up at the clean rate found (never above --hold-rate): the memory
-            # figure is for established calls, not for a setup storm.
-            clean_rate = confirmations[0]["rate"] if confirmations else rates[0]
-            hold_rate = max(5.0, min(args.hold_rate, clean_rate))
-            memory = hold_run(node, args.hold_calls, hold_rate, workdir)
-            print(f"held {memory['established']} of {memory['calls']} calls: "
-                  f"{memory['kb_per_call']} KB per call in the shards", file=sys.stderr)
     finally:
         callee.stop()
         node.stop()
