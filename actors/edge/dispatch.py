@@ -130,6 +130,8 @@ class CallRelay:
         return True
 
     def _request(self, request: Request, source: Address, transport: SipTransport) -> bool:
+        if request.method in ("REGISTER", "OPTIONS"):
+            return False  # never relayed: the edge's own (and its busiest) business
         from_shard = self.shards.is_shard_address(source)
         routes = request.routes
         top_is_us = bool(routes) and self._ours(routes[0].uri.host, routes[0].uri.port)

@@ -7,7 +7,8 @@ Its tree of lightweight actors, started in this order (one_for_one)::
       registrations    RegistrationSupervisor simple_one_for_one: one RegistrationActor per AOR,
                                               restored from the store at start
       bus              EdgeBusListener        reg_query, reg_flush, listing, cache invalidation
-      sip              EdgeSipActor           UDP/TCP listeners, guards, transactions, auth
+      sip              CallDispatchingSipActor UDP/TCP listeners, guards, transactions, auth,
+                                              calls relayed to the calls shards (dispatch.py)
 
 The SIP listeners open last, once the registrations are restored: a phone that reaches a
 restarted edge finds its binding already there.
@@ -20,11 +21,11 @@ import logging
 from typing import Any
 
 from actors.edge.context import EdgeContext
+from actors.edge.dispatch import CallDispatchingSipActor
 from actors.edge.listener import EdgeBusListener
 from actors.edge.logsetup import configure_role_logging
 from actors.edge.persistence import BindingWriter
 from actors.edge.registrations import RegistrationSupervisor
-from actors.edge.sip import EdgeSipActor
 from bus import connect
 from mirliton.config import Config
 from mirliton.roles import RoleProcess
@@ -61,7 +62,7 @@ class EdgeRole(RoleProcess):
             ChildSpec("registrations", lambda: RegistrationSupervisor(ctx), shutdown="infinity",
                       type="supervisor"),
             ChildSpec("bus", lambda: EdgeBusListener(ctx), shutdown=5.0),
-            ChildSpec("sip", lambda: EdgeSipActor(ctx), shutdown=5.0),
+            ChildSpec("sip", lambda: CallDispatchingSipActor(ctx), shutdown=5.0),
         ]
 
     def terminate_process(self, reason: Any) -> None:
