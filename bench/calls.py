@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SIPP_DIR = ROOT / "bench" / "sipp"
 REALM = "calls-bench.example.com"
 CALLER, CALLEE = "6000", "7000"
-EDGE_ROLE = os.environ.get("MIRLITON_BENCH_EDGE_ROLE", "actors.edge.calls_role:CallsEdgeRole")
+EDGE_ROLE = "edge"
 
 
 def _free_port(kind: int = socket.SOCK_DGRAM) -> int:
@@ -255,7 +255,7 @@ def cps_run(node: BenchNode, rate: float, duration: float, call_ms: int, workdir
 def hold_run(node: BenchNode, calls: int, rate: float, workdir: Path) -> dict[str, Any]:
     """Set up ``calls`` calls and hold them; RSS of the shards before and with all up."""
     shard_pids = node.pids("calls")
-    edge_pids = node.pids(EDGE_ROLE.rsplit(":", 1)[-1].lower()) or node.pids("edge")
+    edge_pids = node.pids("edge")
     # Calls of the CPS runs that failed halfway end within a minute (2xx retransmission
     # timeout); the baseline is taken with none left.
     wait_idle(node)

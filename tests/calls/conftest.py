@@ -23,7 +23,7 @@ import pytest
 from tests.foundation.nodeutil import REPO, Node, free_port, wait_until
 
 PHONE = Path(__file__).with_name("phone.py")
-EDGE_ROLE = os.environ.get("MIRLITON_TEST_EDGE_ROLE", "actors.edge.calls_role:CallsEdgeRole")
+EDGE_ROLE = "edge"
 ROLES = ["ops", "registrar", EDGE_ROLE, "cdr", "callflow", "calls"]
 
 __all__ = ["PBX", "Phone", "dominant_frequency", "start_pbx", "stop_pbx", "wait_until"]

@@ -25,7 +25,7 @@ from tests.calls.conftest import PBX, Phone, start_pbx, stop_pbx, wait_until
 pytestmark = pytest.mark.timeout(300)
 
 REALM = "control.example.com"
-ROLES_WITHOUT_CALLFLOW = ["ops", "registrar", "cdr", "calls"]
+ROLES_WITHOUT_CALLFLOW = ["ops", "registrar", "edge", "cdr", "calls"]
 
 
 class FakeApp:
@@ -115,11 +115,7 @@ def _complete(application: str) -> Callable[[dict[str, Any]], bool]:
 
 @pytest.fixture(scope="module")
 def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PBX]:
-    from tests.calls import conftest
-
-    pbx = start_pbx(tmp_path_factory.mktemp("control"),
-                    roles=[*ROLES_WITHOUT_CALLFLOW[:2], conftest.EDGE_ROLE,
-                           *ROLES_WITHOUT_CALLFLOW[2:]])
+    pbx = start_pbx(tmp_path_factory.mktemp("control"), roles=ROLES_WITHOUT_CALLFLOW)
     try:
         pbx.provision(REALM, ["1001", "2001", "2002"])
         yield pbx
