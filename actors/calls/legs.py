@@ -586,8 +586,9 @@ class ALeg(CallLeg):
         elif isinstance(msg, InDialogRequest):
             self.on_in_dialog(msg)
         elif isinstance(msg, SipAck):
-            if self.retransmission is not None:
-                self.retransmission.ack_received(msg.event.request)
+            if self.retransmission is not None and self.retransmission.ack_received(
+                    msg.event.request):
+                self.retransmission = None  # let the 200 OK go: held calls are many
         elif isinstance(msg, SipCancel):
             self.on_cancel()
         elif isinstance(msg, _Retransmit2xx):
