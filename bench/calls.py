@@ -163,7 +163,7 @@ class Callee:
 
     def start(self) -> None:
         register = subprocess.run(
-            ["sipp", f"127.0.0.1:{self.node.sip_port}", "-sf", str(SIPP_DIR / "reg_uac.xml"),
+            ["sipp", f"127.0.0.1:{self.node.sip_port}", "-sf", str(SIPP_DIR / "calls_reg.xml"),
              "-i", "127.0.0.1", "-p", str(self.port), "-s", CALLEE, "-au", CALLEE,
              "-ap", self.node.passwords[CALLEE], "-key", "domain", REALM, "-m", "1",
              "-default_behaviors", "none", "-nostdin", "-timeout", "20s", "-timeout_error"],
