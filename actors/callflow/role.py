@@ -12,7 +12,6 @@ from typing import Any
 from actors.callflow.context import CallEventRouter, CallflowContext
 from actors.callflow.lookup import CallflowCache
 from actors.callflow.routes import ExecutorSupervisor, RouteListener
-from actors.edge.logsetup import configure_role_logging
 from bus import connect
 from mirliton.config import Config
 from mirliton.roles import RoleProcess
@@ -27,7 +26,6 @@ class CallflowRole(RoleProcess):
 
     def init_process(self, args: Any) -> None:
         cfg = Config.model_validate(args["config"])
-        configure_role_logging(cfg)
         self.bus = connect(cfg.bus.url, node=cfg.node.name, data_dir=cfg.data_dir)
         self.store = open_store(cfg.store.url, cfg.data_dir)
         self.ctx = CallflowContext(cfg, self.bus, self.store, CallflowCache(self.store),

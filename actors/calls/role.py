@@ -20,7 +20,6 @@ from typing import Any
 
 from actors.calls.context import ShardContext
 from actors.calls.shard import LegSupervisor, ShardSipActor
-from actors.edge.logsetup import configure_role_logging
 from bus import connect
 from mirliton.config import Config
 from mirliton.roles import RoleProcess
@@ -37,7 +36,6 @@ class CallsShard(RoleProcess):
 
     def init_process(self, args: Any) -> None:
         cfg = Config.model_validate(args["config"])
-        configure_role_logging(cfg)
         self.bus = connect(cfg.bus.url, node=cfg.node.name, data_dir=cfg.data_dir)
         self.ctx = ShardContext(cfg, self.bus, int(args.get("shard", 0)))
         super().init_process(args)

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 from actors.cdr.writer import CdrSpool, CdrWriter, Wake
-from actors.edge.logsetup import configure_role_logging
 from actors.kernel import ActorRef, whereis
 from bus import Binding, Delivery, Message, connect
 from bus.listener import ListenerActor
@@ -57,7 +56,6 @@ class CdrRole(RoleProcess):
 
     def init_process(self, args: Any) -> None:
         cfg = Config.model_validate(args["config"])
-        configure_role_logging(cfg)
         self.bus = connect(cfg.bus.url, node=cfg.node.name, data_dir=cfg.data_dir)
         self.store = open_store(cfg.store.url, cfg.data_dir)
         self.spool = CdrSpool(cfg.data_dir / "cdr" / "spool")

@@ -23,7 +23,6 @@ from typing import Any
 from actors.edge.context import EdgeContext
 from actors.edge.dispatch import CallDispatchingSipActor
 from actors.edge.listener import EdgeBusListener
-from actors.edge.logsetup import configure_role_logging
 from actors.edge.persistence import BindingWriter
 from actors.edge.registrations import RegistrationSupervisor
 from bus import connect
@@ -44,7 +43,6 @@ class EdgeRole(RoleProcess):
 
     def init_process(self, args: Any) -> None:
         cfg = Config.model_validate(args["config"])
-        configure_role_logging(cfg)
         self.bus = connect(cfg.bus.url, node=cfg.node.name, data_dir=cfg.data_dir)
         self.store = open_store(cfg.store.url, cfg.data_dir)
         self.ctx = EdgeContext.create(cfg, self.bus, self.store)

@@ -22,7 +22,6 @@ from typing import Any
 
 import gevent
 
-from actors.edge.logsetup import configure_role_logging
 from actors.kernel import Actor, current_call_id, on
 from actors.registrar.devices import lookup_sip_credentials
 from bus import Binding, Bus, BusError, Delivery, Message, connect
@@ -246,7 +245,6 @@ class DeviceWatcher(Actor):
 class RegistrarRole(RoleProcess):
     def init_process(self, args: Any) -> None:
         cfg = Config.model_validate(args["config"])
-        configure_role_logging(cfg)
         self.bus = connect(cfg.bus.url, node=cfg.node.name, data_dir=cfg.data_dir)
         self.store = open_store(cfg.store.url, cfg.data_dir)
         super().init_process(args)

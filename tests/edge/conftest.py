@@ -199,7 +199,7 @@ def edge_amqp_url() -> Iterator[str]:
         with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), 2):
             pass
     except OSError:
-        pytest.skip(f"no RabbitMQ at {AMQP_URL}")
+        pytest.fail(f"no RabbitMQ at {AMQP_URL}: the test command starts it (tests/services/setup.sh)")
     vhost = f"mirliton-test-edge-{uuid.uuid4().hex[:8]}"
     user = parts.username or "guest"
     if _rabbitmqctl("add_vhost", vhost) and _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*"):
