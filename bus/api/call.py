@@ -68,6 +68,12 @@ _COMMON_OPTIONAL = (
     "DTMF-Digit",
     "DTMF-Duration",
     "Terminator",
+    "Length",
+    "Silence-Terminated",
+    "Reason",
+    "Media-Transfer-Destination",
+    "Media-Stored",
+    "Conference-ID",
 )
 _COMMON_TYPES: dict[str, FieldType] = {
     "Billing-Seconds": int,
@@ -76,6 +82,9 @@ _COMMON_TYPES: dict[str, FieldType] = {
     "Custom-Channel-Vars": dict,
     "Timestamp": (int, float),
     "DTMF-Duration": int,
+    "Length": int,
+    "Silence-Terminated": bool,
+    "Media-Stored": bool,
 }
 # Fields some events cannot do without.
 _EXTRA_REQUIRED: dict[str, tuple[str, ...]] = {

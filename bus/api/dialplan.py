@@ -18,15 +18,20 @@ __all__ = [
     "INSERT_AT",
     "answer",
     "bridge",
+    "collect_digits",
     "conference",
+    "flush_dtmf",
     "hangup",
+    "noop",
     "park",
     "play",
     "play_and_collect_digits",
     "record",
+    "record_call",
     "respond",
     "send_dtmf",
     "set",
+    "tones",
     "tts",
 ]
 
@@ -76,11 +81,16 @@ respond = _command(
     optional=("Response-Message",),
     types={"Response-Code": (str, int)},
 )
+# Media-Name: ``/system_media/<prompt id>`` (a system prompt, in ``Language``), ``/<db>/<doc id>``
+# (a media document or a voicemail message of that database, db name %2F-encoded),
+# ``tone_stream://...`` (FreeSWITCH's tone syntax), ``silence_stream://<ms>``; a list plays the
+# pieces as one prompt (a terminator stops the whole of it).
 play = _command(
     "play",
     required=("Media-Name",),
     optional=("Terminators", "Loop-Count", "Endless-Playback", "Leg", "Language"),
-    types={"Terminators": list, "Loop-Count": int, "Endless-Playback": bool},
+    types={"Media-Name": (str, list), "Terminators": list, "Loop-Count": int,
+           "Endless-Playback": bool},
 )
 tts = _command(
     "tts",
@@ -88,12 +98,44 @@ tts = _command(
     optional=("Voice", "Language", "Engine", "Terminators"),
     types={"Text": str, "Terminators": list},
 )
+# Media-Transfer-Destination (as Kazoo's record_call): where the shard stores the WAV when the
+# recording ends, ``store://<%2F-encoded db>/<doc id>`` (attachment ``Media-Name``; the document
+# is created if missing), before it publishes RECORD_STOP with ``Media-Stored``.
+# Silence-Hits: seconds of silence that end the recording; Time-Limit: seconds.
 record = _command(
     "record",
     required=("Media-Name",),
-    optional=("Time-Limit", "Silence-Threshold", "Silence-Hits", "Terminators"),
-    types={"Time-Limit": int, "Silence-Threshold": int, "Silence-Hits": int, "Terminators": list},
+    optional=("Time-Limit", "Silence-Threshold", "Silence-Hits", "Terminators",
+              "Media-Transfer-Destination"),
+    types={"Time-Limit": int, "Silence-Threshold": int, "Silence-Hits": int, "Terminators": list,
+           "Media-Transfer-Destination": str},
 )
+# Both parties of the call, mixed (FreeSWITCH's record_session); stored as ``record`` is.
+record_call = _command(
+    "record_call",
+    required=("Record-Action",),
+    optional=("Media-Name", "Time-Limit", "Media-Transfer-Destination"),
+    values={"Record-Action": ("start", "stop")},
+    types={"Time-Limit": int, "Media-Transfer-Destination": str},
+)
+# Tones: [{"Frequencies": [440, 480], "Duration-ON": ms, "Duration-OFF": ms, "Repeat": n}].
+tones = _command(
+    "tones",
+    required=("Tones",),
+    optional=("Terminators",),
+    types={"Tones": list, "Terminators": list},
+)
+# Collect key presses without a prompt (Kazoo collects them in kapps_call_command from DTMF
+# events; here the shard does, so no digit is lost between two commands). Times in ms.
+collect_digits = _command(
+    "collect_digits",
+    optional=("Maximum-Digits", "Terminators", "Timeout", "Interdigit-Timeout"),
+    types={"Maximum-Digits": int, "Terminators": list, "Timeout": int,
+           "Interdigit-Timeout": int},
+)
+# Drop the digits pressed while nothing was collecting (before a prompt that wants fresh ones).
+flush_dtmf = _command("flush_dtmf")
+noop = _command("noop", optional=("Msg-ID",))
 bridge = _command(
     "bridge",
     required=("Endpoints",),
@@ -179,5 +221,10 @@ COMMANDS: dict[str, MessageType] = {
         set,
         park,
         conference,
+        record_call,
+        tones,
+        collect_digits,
+        flush_dtmf,
+        noop,
     )
 }
