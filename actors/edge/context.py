@@ -19,7 +19,7 @@ from actors.edge.guards import AuthLockout, FloodGuard, TrustedSources
 from actors.edge.metrics import REGISTRATIONS, count_response
 from bus import Bus
 from mirliton.config import Config
-from protocols.sip import DigestServer, Request, Response, ServerTransaction
+from protocols.sip import DigestServer, Response, ServerTransaction
 from protocols.sip.transport import TransactionRunner
 from store import Store
 
@@ -28,8 +28,6 @@ __all__ = ["EdgeContext", "nonce_secret"]
 log = logging.getLogger("mirliton.edge")
 
 LINGER = 5.0
-# What an ended, lingered transaction keeps instead of its request (a tiny placeholder).
-_RELEASED = Request("OPTIONS", "sip:released.invalid")
 
 
 def nonce_secret(cfg: Config) -> bytes:
@@ -129,24 +127,19 @@ class EdgeContext:
         while lingering and lingering[0][0] <= now:
             _, transaction = lingering.popleft()
             if runner is not None and not transaction.terminated:
-                runner.layer._terminate(transaction)
-                # The layer's timer heap still holds the transaction until its Timer J would
-                # have fired (32 s): let go of the messages it carries, or tens of thousands
-                # of parsed requests stay alive and make every full garbage collection long.
-                transaction.last_response = None
-                transaction.request = _RELEASED
+                # One flush for the whole batch below, not one per transaction.
+                runner.layer.terminate(transaction)
                 ended = True
         if ended and runner is not None:
             runner.flush()
 
     def abandon(self, transaction: ServerTransaction) -> None:
         """Drop a request without an answer (Kazoo drops a REGISTER whose authn_req timed out;
-        the phone retries). The layer has no public call for this, so the transaction is ended
-        through its terminate step; otherwise it would wait in Trying forever."""
+        the phone retries); otherwise its transaction would wait in Trying until the layer's
+        guard timer."""
         runner = self.runner
         if runner is not None and not transaction.terminated:
-            runner.layer._terminate(transaction)
-            runner.flush()
+            runner.terminate(transaction)
 
     def bindings_changed(self, delta: int) -> None:
         if not delta:

@@ -565,13 +565,11 @@ class EdgeSipActor(Actor):
 def _enlarge_receive_buffer(transport: UdpTransport, size: int) -> None:
     """A burst of REGISTERs (phones re-registering after an outage) must wait in the socket,
     not be dropped by the kernel: the default UDP receive buffer holds only ~100 datagrams.
-    The adapter does not expose its socket, hence the private attribute; the kernel caps the
-    size at net.core.rmem_max."""
-    sock = getattr(transport, "_socket", None)
-    if sock is None or size <= 0:
+    The kernel caps the size at net.core.rmem_max."""
+    if size <= 0:
         return
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
     except OSError as error:
         log.warning("cannot set the UDP receive buffer to %d bytes: %s", size, error)
 

@@ -45,6 +45,7 @@ import enum
 import heapq
 import itertools
 import os
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -87,6 +88,9 @@ MAGIC_COOKIE = "z9hG4bK"
 RELIABLE_TRANSPORTS = frozenset({"TCP", "TLS", "SCTP", "WS", "WSS"})
 
 Address = tuple[str, int]
+
+# Fewer stale timer entries than this are never worth a heap rebuild.
+_COMPACT_MIN_STALE = 64
 
 
 def is_reliable(transport: str) -> bool:
@@ -217,6 +221,9 @@ class TransactionTerminated:
     transaction: Transaction
 
 
+# (deadline, sequence, weak reference to the transaction, timer name)
+_HeapEntry = tuple[float, int, "weakref.ReferenceType[Transaction]", str]
+
 Event = (
     RequestReceived
     | AckReceived
@@ -327,9 +334,12 @@ def new_via(transport: str, host: str, port: int | None, *, rport: bool = True) 
 # -- transactions ------------------------------------------------------------------------------
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True, weakref_slot=True)
 class Transaction:
-    """State shared by the four kinds. ``key`` is what the layer indexes it under."""
+    """State shared by the four kinds. ``key`` is what the layer indexes it under.
+
+    The layer holds a transaction only while it is not terminated (its timer heap refers to
+    it weakly), so once terminated it lives exactly as long as the TU keeps it."""
 
     key: tuple[str, ...]
     request: Request
@@ -368,7 +378,7 @@ class Transaction:
         return f"<{type(self).__name__} {self.method} {self.branch} {self.state.value}>"
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class ClientTransaction(Transaction):
     ack: Request | None = None  # the ACK we built for a non-2xx final response (17.1.1.3)
     cancel_requested: bool = False  # CANCEL waits for a provisional response (RFC 3261 9.1)
@@ -376,7 +386,7 @@ class ClientTransaction(Transaction):
     provisional_received: bool = False
 
 
-@dataclass(eq=False, repr=False)
+@dataclass(eq=False, repr=False, slots=True)
 class ServerTransaction(Transaction):
     # For RFC 2543 matching of the ACK: the To tag of the response we sent.
     response_to_tag: str | None = None
@@ -415,7 +425,13 @@ class TransactionLayer:
         self._server: dict[tuple[str, ...], ServerTransaction] = {}
         self._events: deque[Event] = deque()
         self._outgoing: deque[Outgoing] = deque()
-        self._timer_heap: list[tuple[float, int, Transaction, str]] = []
+        # (deadline, sequence, weak reference to the transaction, timer name). Cancelling a
+        # timer only forgets it in ``transaction.timers``; its heap entry goes stale and is
+        # dropped when it reaches the top or when stale entries are the majority. The weak
+        # reference is what lets an ended transaction go at once: a cancelled Timer C would
+        # otherwise keep an answered INVITE, its messages and its TU context for 3 minutes.
+        self._timer_heap: list[_HeapEntry] = []
+        self._stale_entries = 0
         self._sequence = itertools.count()
 
     # -- outputs --------------------------------------------------------------------------
@@ -439,17 +455,21 @@ class TransactionLayer:
         """The earliest deadline at which :meth:`handle_timer` must be called, or None."""
         heap = self._timer_heap
         while heap:
-            deadline, _, transaction, name = heap[0]
-            if transaction.timers.get(name) == deadline:
+            deadline, _, reference, name = heap[0]
+            transaction = reference()
+            if transaction is not None and transaction.timers.get(name) == deadline:
                 return deadline
             heapq.heappop(heap)  # cancelled or rescheduled: drop the stale entry
+            self._forget_stale()
         return None
 
     def handle_timer(self, now: float) -> None:
         heap = self._timer_heap
         while heap and heap[0][0] <= now:
-            deadline, _, transaction, name = heapq.heappop(heap)
-            if transaction.timers.get(name) != deadline:
+            deadline, _, reference, name = heapq.heappop(heap)
+            transaction = reference()
+            if transaction is None or transaction.timers.get(name) != deadline:
+                self._forget_stale()
                 continue
             del transaction.timers[name]
             self._fire(transaction, name, now)
@@ -830,11 +850,37 @@ class TransactionLayer:
     # -- internals: timers ----------------------------------------------------------------
 
     def _schedule(self, transaction: Transaction, name: str, deadline: float) -> None:
+        if name in transaction.timers:
+            self._stale_entries += 1  # re-armed (Timer C on each provisional): old entry stale
         transaction.timers[name] = deadline
-        heapq.heappush(self._timer_heap, (deadline, next(self._sequence), transaction, name))
+        # weakref.ref without a callback is cached per object: no new allocation per timer.
+        entry = (deadline, next(self._sequence), weakref.ref(transaction), name)
+        heapq.heappush(self._timer_heap, entry)
 
     def _cancel_timer(self, transaction: Transaction, name: str) -> None:
-        transaction.timers.pop(name, None)
+        if transaction.timers.pop(name, None) is not None:
+            self._stale_entries += 1
+            self._compact_timers()
+
+    def _forget_stale(self) -> None:
+        if self._stale_entries > 0:
+            self._stale_entries -= 1
+
+    def _compact_timers(self) -> None:
+        """Rebuild the heap without its stale entries once they are the majority (as asyncio
+        does for cancelled handles): thousands of answered calls each leave a cancelled Timer C
+        that would otherwise sit there for 3 minutes."""
+        heap = self._timer_heap
+        if self._stale_entries < _COMPACT_MIN_STALE or self._stale_entries * 2 < len(heap):
+            return
+        live = []
+        for entry in heap:
+            transaction = entry[2]()
+            if transaction is not None and transaction.timers.get(entry[3]) == entry[0]:
+                live.append(entry)
+        heapq.heapify(live)
+        heap[:] = live  # in place: handle_timer may be iterating over this very list
+        self._stale_entries = 0
 
     def _fire(self, transaction: Transaction, name: str, now: float) -> None:
         timers = self.timers
@@ -877,11 +923,29 @@ class TransactionLayer:
             self._events.append(TransactionTimeout(transaction, name))
         self._terminate(transaction)
 
+    def terminate(self, transaction: Transaction) -> None:
+        """End a transaction now, whatever its state: no more retransmissions or timers, the
+        layer forgets it (a retransmitted request then starts a new server transaction, a late
+        response is a :class:`StrayResponse`) and a :class:`TransactionTerminated` event
+        follows. For a TU that drops a request unanswered (the client retries) or that wants
+        a final response remembered for less than Timer J/H. Idempotent."""
+        self._terminate(transaction)
+
     def _terminate(self, transaction: Transaction) -> None:
         if transaction.terminated:
             return
         transaction.state = TransactionState.TERMINATED
-        transaction.timers.clear()
+        if transaction.timers:
+            self._stale_entries += len(transaction.timers)
+            transaction.timers.clear()
+            self._compact_timers()
+        # What only a live transaction needs: the response to repeat to a retransmitted
+        # request, the ACK to repeat to a retransmitted final response. A TU often keeps the
+        # transaction object for the length of a call; these need not live that long.
+        transaction.last_response = None
+        transaction.intervals.clear()
+        if isinstance(transaction, ClientTransaction):
+            transaction.ack = None
         if isinstance(transaction, ClientTransaction):
             if self._client.get(transaction.key) is transaction:
                 del self._client[transaction.key]

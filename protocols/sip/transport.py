@@ -112,6 +112,12 @@ class UdpTransport:
         host, port = self._socket.getsockname()[:2]
         return host, port
 
+    @property
+    def socket(self) -> socket.socket:
+        """The bound socket, for socket options the adapter does not set itself (a larger
+        receive buffer, DSCP marking); reading from it would race the reader greenlet."""
+        return self._socket
+
     def start(self) -> UdpTransport:
         self._reader = gevent.spawn(self._read_loop)
         return self
@@ -504,6 +510,11 @@ class TransactionRunner:
 
     def send_stateless(self, message: Message, destination: Address, transport: str) -> None:
         self.layer.send_stateless(message, destination, transport)
+        self.flush()
+
+    def terminate(self, transaction: ClientTransaction | ServerTransaction) -> None:
+        """End a transaction now (see :meth:`TransactionLayer.terminate`)."""
+        self.layer.terminate(transaction)
         self.flush()
 
     def flush(self) -> None:

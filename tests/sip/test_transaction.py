@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -801,3 +804,64 @@ def test_guards_off_and_stopped_by_a_final_response() -> None:
     transaction = receive_invite(layer, invite)
     layer.respond(transaction, make_response(invite, 486, to_tag="x"), now=1.0)
     assert "C" not in transaction.timers
+
+
+# -- ended transactions are released -------------------------------------------------------
+
+
+def _released(reference: weakref.ReferenceType[object]) -> bool:
+    gc.collect()
+    return reference() is None
+
+
+def test_an_answered_invite_client_transaction_is_not_kept_by_its_cancelled_timer_c() -> None:
+    layer = TransactionLayer()
+    invite = request()
+    transaction = layer.send_request(invite, PEER, "UDP", now=0.0)
+    layer.receive(response_to(invite, 180), PEER, "UDP", now=0.1)  # arms Timer C (181 s)
+    layer.receive(response_to(invite, 200), PEER, "UDP", now=0.2)  # cancels it, arms M
+    layer.handle_timer(0.2 + 64 * T1)  # Timer M: terminated, long before C would have fired
+    assert transaction.terminated
+    sent(layer)
+    layer.events()
+    reference = weakref.ref(transaction)
+    del transaction
+    assert _released(reference)
+    assert layer.get_timer() is None  # the stale Timer C entry is skipped, never fired
+
+
+def test_a_transaction_ended_through_terminate_is_released_at_once() -> None:
+    layer = TransactionLayer()
+    options = request("OPTIONS")
+    layer.receive(options, PEER, "UDP", now=0.0)
+    (event,) = layer.events()
+    transaction = event.transaction
+    del event
+    layer.respond(transaction, make_response(options, 200), now=0.1)  # Timer J: 32 s
+    sent(layer)
+    layer.terminate(transaction)
+    layer.terminate(transaction)  # idempotent
+    (terminated,) = layer.events()
+    assert isinstance(terminated, TransactionTerminated) and terminated.transaction is transaction
+    assert transaction.last_response is None and transaction.timers == {}
+    assert layer.server_transactions == []
+    reference = weakref.ref(transaction)
+    del transaction, terminated
+    assert _released(reference)
+    # A retransmission now starts a new transaction rather than repeating the 200.
+    layer.receive(options, PEER, "UDP", now=1.0)
+    assert [type(e) for e in layer.events()] == [RequestReceived]
+
+
+def test_stale_timer_entries_do_not_pile_up() -> None:
+    layer = TransactionLayer()
+    for index in range(1000):
+        invite = request(branch=f"z9hG4bK-held-{index}")
+        transaction = receive_invite(layer, invite, now=index * 0.01)
+        layer.respond(transaction, make_response(invite, 200, to_tag="b"), now=index * 0.01)
+        layer.terminate(transaction)  # the TU is done with it (Timer C and L cancelled)
+        sent(layer)
+        layer.events()
+    # Two cancelled timers per transaction would be 2000 entries until Timer C expires.
+    assert len(layer._timer_heap) < 200
+    assert layer.get_timer() is None
