@@ -7,7 +7,8 @@ Layout (a Wazo-style app folder):
   document built from that table and from the schemas in ``schemas/`` (the store's, reused);
 - ``auth.py``: JWT tokens, user_auth / api_auth, tenancy checks; ``errors.py``: API errors with
   a stable ``error_id``; ``notifier.py``: doc_created/edited/deleted on the bus; ``live.py``:
-  registrations and channels asked over the bus; ``metrics.py``; ``app.py``: the WSGI app;
+  registrations and channels asked over the bus; ``audio.py``: voicemail audio in the format
+  asked for (sox); ``metrics.py``; ``app.py``: the WSGI app;
   ``role.py``: the ``crossbar`` role process.
 
 Why falcon: it is a plain WSGI framework (so it runs on gevent's pywsgi with no threads, like

@@ -13,6 +13,7 @@ __all__ = [
     "Forbidden",
     "InvalidJson",
     "MethodNotAllowed",
+    "NotAcceptable",
     "NotFound",
     "PayloadTooLarge",
     "ServiceUnavailable",
@@ -87,6 +88,12 @@ class MethodNotAllowed(ApiError):
     status = 405
     error_id = "method_not_allowed"
     default_message = "method not allowed on this resource"
+
+
+class NotAcceptable(ApiError):
+    status = 406
+    error_id = "not_acceptable"
+    default_message = "the resource cannot be given in a format the request accepts"
 
 
 class Conflict(ApiError):

@@ -11,6 +11,7 @@ from typing import Any
 from actors.crossbar import schemas
 from actors.crossbar.resources import MEDIA_TYPES, RouteSpec
 from actors.crossbar.service import ACCOUNT_RESOURCES, MAX_PAGE_SIZE
+from store.voicemail import FOLDERS
 
 __all__ = ["ERROR_CODES", "PATH_PARAMETERS", "build_openapi"]
 
@@ -20,6 +21,7 @@ ERROR_CODES = {
     "403": "The token does not reach this account or resource",
     "404": "Unknown account, document or route",
     "405": "Method not allowed on this route",
+    "406": "The resource cannot be given in a format the request accepts (error_id names why)",
     "409": "Stale revision or a conflicting change",
     "413": "Body too large",
     "415": "Unsupported content type",
@@ -30,6 +32,7 @@ _HEX32 = "^[0-9a-f]{32}$"
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "account_id": {"type": "string", "pattern": _HEX32},
     "doc_id": {"type": "string", "pattern": _HEX32},
+    "msg_id": {"type": "string", "pattern": "^[0-9]{6}-[0-9a-f]{32}$", "description": "YYYYMM-<32 hex>"},
     "cdr_id": {"type": "string", "pattern": "^[0-9]{6}-[^/]+$", "description": "YYYYMM-<Call-ID>"},
     "username": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9._-]+$"},
     "uuid_": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[A-Za-z0-9._@-]+$"},
@@ -72,6 +75,35 @@ def _envelope_schemas() -> dict[str, Any]:
             "properties": {"account_id": {"type": "string"}, "owner_id": {"type": "string"},
                            "is_reseller": {"type": "boolean"}, "reseller_id": {"type": "string"},
                            "language": {"type": "string"}, "apps": {"type": "array"}},
+        },
+        "vmbox_message": {
+            "type": "object",
+            "required": ["media_id", "folder"],
+            "description": "A voicemail message's metadata (Kazoo's kzd_box_message)",
+            "properties": {
+                "media_id": {"type": "string", "description": "The message id, YYYYMM-<32 hex>"},
+                "folder": {"type": "string", "enum": list(FOLDERS)},
+                "timestamp": {"type": "integer", "description": "Gregorian seconds"},
+                "length": {"type": "integer", "description": "Milliseconds"},
+                "from": {"type": "string"}, "to": {"type": "string"},
+                "caller_id_number": {"type": "string"}, "caller_id_name": {"type": "string"},
+                "call_id": {"type": "string"},
+            },
+        },
+        "vmbox_message_update": {
+            "type": "object", "required": ["folder"],
+            "properties": {"folder": {"type": "string", "enum": list(FOLDERS)}},
+        },
+        "vmbox_messages_bulk": {
+            "type": "object", "required": ["messages", "folder"],
+            "properties": {"messages": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                           "folder": {"type": "string", "enum": list(FOLDERS)}},
+        },
+        "vmbox_messages_bulk_result": {
+            "type": "object", "required": ["succeeded", "failed"],
+            "properties": {"succeeded": {"type": "array", "items": {"type": "string"}},
+                           "failed": {"type": "object", "additionalProperties": {"type": "string"},
+                                      "description": "message id -> why it was not moved (not_found)"}},
         },
         "error_envelope": {
             "type": "object",
@@ -133,8 +165,8 @@ def build_openapi(routes: list[RouteSpec], *, version: str = "0.1.0") -> dict[st
                 "security": [{"auth_token": []}] if op.auth else [],
                 "responses": {},
             }
-            if op.listing:
-                operation["parameters"] = list(_LISTING_PARAMETERS)
+            if op.listing or op.query:
+                operation["parameters"] = [*(_LISTING_PARAMETERS if op.listing else []), *op.query]
             if op.request == "binary":
                 operation["requestBody"] = {
                     "required": True,
@@ -152,7 +184,7 @@ def build_openapi(routes: list[RouteSpec], *, version: str = "0.1.0") -> dict[st
                 }
             if op.response is None:
                 if route.template.endswith("/raw"):
-                    content = {t: {"schema": {"type": "string", "format": "binary"}} for t in MEDIA_TYPES}
+                    content = {t: {"schema": {"type": "string", "format": "binary"}} for t in op.content or MEDIA_TYPES}
                 else:
                     content = {"application/json": {"schema": {"type": "object"}}}
                 operation["responses"][str(op.success)] = {"description": "OK", "content": content}

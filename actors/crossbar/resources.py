@@ -13,10 +13,12 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import falcon
 
+from actors.crossbar.audio import FORMATS, choose_format, convert
 from actors.crossbar.auth import Principal, TokenSigner
 from actors.crossbar.errors import (
     ApiError,
@@ -36,8 +38,11 @@ from actors.crossbar.service import (
     ListPage,
     Query,
     ResourceKind,
+    message_metadata,
     public,
 )
+from store.kazoo import GREGORIAN_OFFSET
+from store.voicemail import FOLDERS
 
 __all__ = ["Api", "Operation", "RouteSpec", "build_routes"]
 
@@ -58,7 +63,10 @@ class Operation:
     listing: bool = False
     auth: bool = True
     success: int = 200
-    query: tuple[str, ...] = ()
+    # Query parameters beyond the listing ones, as OpenAPI parameter objects.
+    query: tuple[dict[str, Any], ...] = ()
+    # Content types of a binary response (default: the media upload types).
+    content: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -485,11 +493,131 @@ class ChannelItem:
         raise NotFound(f"no channel {uuid_}" + (f" ({answer.note})" if answer.note else ""), error_id="bad_identifier")
 
 
+# -- voicemail messages ------------------------------------------------------------------------
+
+
+_WAV_TYPES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave")
+
+
+def _authorize_box(api: Api, req: falcon.Request, account_id: str, vmbox_id: str, *, write: bool) -> None:
+    """The token reaches the account; a user-level token reaches only the messages of boxes it
+    owns, even to read them (a voicemail is more private than the account's other documents)."""
+    principal = api.principal(req)
+    api.service.authorize(principal, account_id)
+    if principal.is_admin:
+        return
+    box = api.service.vmbox(account_id, vmbox_id)
+    if principal.owner_id is None or box.get("owner_id") != principal.owner_id:
+        verb = "manage" if write else "read"
+        raise Forbidden(f"a user-level token may only {verb} the messages of its own boxes",
+                        error_id="priv_level_user")
+
+
+def _folder_param(req: falcon.Request) -> str | None:
+    folder = req.get_param("folder")
+    return folder if folder else None
+
+
+class VmboxMessages:
+    """``/vmboxes/{id}/messages``: list (``?folder=``), and Kazoo's bulk change of folder."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: str, doc_id: str) -> None:
+        _authorize_box(self.api, req, account_id, doc_id, write=False)
+        page = self.api.service.list_messages(account_id, doc_id, _folder_param(req), self.api.query(req))
+        self.api.send(req, resp, page.items, page=page)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: str, doc_id: str) -> None:
+        _authorize_box(self.api, req, account_id, doc_id, write=True)
+        data = self.api.envelope(req)["data"]
+        if "folder" not in data and _folder_param(req):
+            data = {**data, "folder": _folder_param(req)}
+        self.api.send(req, resp, self.api.service.move_messages(account_id, doc_id, data))
+
+
+class VmboxMessage:
+    """One message: its metadata, a move to another folder, a delete (soft unless ?hard=true)."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def _send(self, req: falcon.Request, resp: falcon.Response, doc: dict[str, Any]) -> None:
+        self.api.send(req, resp, message_metadata(doc), revision=doc.get("_rev"))
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: str, doc_id: str, msg_id: str) -> None:
+        _authorize_box(self.api, req, account_id, doc_id, write=False)
+        self._send(req, resp, self.api.service.get_message(account_id, doc_id, msg_id))
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: str, doc_id: str, msg_id: str) -> None:
+        _authorize_box(self.api, req, account_id, doc_id, write=True)
+        # Kazoo takes the folder from the body, or from ?folder= when there is no body.
+        if not req.content_length and _folder_param(req):
+            folder: Any = _folder_param(req)
+        else:
+            folder = self.api.envelope(req)["data"].get("folder")
+        self._send(req, resp, self.api.service.move_message(account_id, doc_id, msg_id, folder))
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, account_id: str, doc_id: str, msg_id: str) -> None:
+        _authorize_box(self.api, req, account_id, doc_id, write=True)
+        hard = (req.get_param("hard") or "false").lower()
+        if hard not in ("true", "false"):
+            raise BadRequest("hard must be true or false", error_id="invalid_parameter")
+        self._send(req, resp, self.api.service.delete_message(account_id, doc_id, msg_id, hard=hard == "true"))
+
+
+class VmboxMessageRaw:
+    """The message's audio: the stored WAV, or the box's ``media_extension`` (actors/crossbar/audio.py)."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: str, doc_id: str, msg_id: str) -> None:
+        _authorize_box(self.api, req, account_id, doc_id, write=False)
+        box = self.api.service.vmbox(account_id, doc_id)
+        doc, data, stored_type = self.api.service.message_audio(account_id, doc_id, msg_id)
+        fmt = choose_format(box.get("media_extension"), req.get_param("accept"), req.get_header("Accept"))
+        if fmt.sox_type is None:
+            content_type = fmt.content_type if stored_type.split(";")[0].strip().lower() in _WAV_TYPES else stored_type
+        else:
+            data = convert(data, fmt)
+            content_type = fmt.content_type
+        resp.content_type = content_type
+        resp.set_header("Content-Disposition", f'attachment; filename="{_message_filename(box, doc, fmt.extension)}"')
+        resp.data = data
+
+
+def _message_filename(box: dict[str, Any], doc: dict[str, Any], extension: str) -> str:
+    """Like Kazoo's: mailbox, caller and the time the message was left (UTC)."""
+    metadata = doc.get("metadata") or {}
+    stamp = metadata.get("timestamp")
+    when = datetime.fromtimestamp(stamp - GREGORIAN_OFFSET, UTC) if isinstance(stamp, int) else None
+    parts = ["VM", str(box.get("mailbox") or ""), str(metadata.get("caller_id_number") or "unknown")]
+    if when is not None:
+        parts.append(f"{when:%Y-%m-%d_%H-%M-%S}")
+    name = "_".join(p for p in parts if p)
+    # Only characters that need no quoting in a header.
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "._-+") else "-" for c in name)
+    return f"{safe}.{extension}"
+
+
 # -- the table ---------------------------------------------------------------------------------
 
 _ID = {"type": "string"}
 _DOC_LIST = {"type": "array", "items": {"type": "object", "required": ["id"], "properties": {"id": _ID}}}
 _LIVE_LIST = {"type": "array", "items": {"type": "object"}}
+_MESSAGE = {"$ref": "#/components/schemas/vmbox_message"}
+_FOLDER_QUERY: dict[str, Any] = {"name": "folder", "in": "query", "required": False,
+                                 "schema": {"type": "string", "enum": list(FOLDERS)}}
+_HARD_QUERY: dict[str, Any] = {"name": "hard", "in": "query", "required": False,
+                               "schema": {"type": "string", "enum": ["true", "false"]},
+                               "description": "true: remove the message and its audio for good"}
+_ACCEPT_QUERY: dict[str, Any] = {"name": "accept", "in": "query", "required": False,
+                                 "schema": {"type": "string", "enum": [f.content_type for f in FORMATS.values()]},
+                                 "description": "The audio format wanted, in place of the Accept header"}
+
+
 def _doc(schema: str) -> dict[str, Any]:
     return {"allOf": [{"$ref": f"#/components/schemas/{schema}"}, {"type": "object", "required": ["id"], "properties": {"id": _ID}}]}
 
@@ -556,6 +684,27 @@ def build_routes(api: Api, openapi: Callable[[], dict[str, Any]]) -> list[RouteS
         RouteSpec(f"{acc}/media/{{doc_id}}/raw", MediaRaw(api), {
             "GET": Operation("Download the media's audio", None, None),
             "POST": Operation("Upload the media's audio (raw body, Content-Type audio/...)", "binary", _doc("media")),
+        }),
+        RouteSpec(f"{acc}/vmboxes/{{doc_id}}/messages", VmboxMessages(api), {
+            "GET": Operation("List the box's voicemail messages (metadata, oldest first; deleted ones only "
+                             "with folder=deleted)", None, {"type": "array", "items": _MESSAGE},
+                             listing=True, query=(_FOLDER_QUERY,)),
+            "POST": Operation("Move several messages to a folder: {messages: [ids], folder}",
+                              "vmbox_messages_bulk", {"$ref": "#/components/schemas/vmbox_messages_bulk_result"},
+                              query=(_FOLDER_QUERY,)),
+        }),
+        RouteSpec(f"{acc}/vmboxes/{{doc_id}}/messages/{{msg_id}}", VmboxMessage(api), {
+            "GET": Operation("Read a voicemail message's metadata", None, _MESSAGE),
+            "POST": Operation("Move a message to a folder: {folder: new|saved|deleted}", "vmbox_message_update",
+                              _MESSAGE, query=(_FOLDER_QUERY,)),
+            "DELETE": Operation("Delete a message: to the deleted folder, or for good with hard=true", None,
+                                _MESSAGE, query=(_HARD_QUERY,)),
+        }),
+        RouteSpec(f"{acc}/vmboxes/{{doc_id}}/messages/{{msg_id}}/raw", VmboxMessageRaw(api), {
+            "GET": Operation("Download a message's audio: WAV (16-bit PCM, 8 kHz mono) unless the box's "
+                             "media_extension, the Accept header or ?accept= asks for another format",
+                             None, None, query=(_ACCEPT_QUERY,),
+                             content=tuple(f.content_type for f in FORMATS.values())),
         }),
         RouteSpec(f"{acc}/cdrs", Cdrs(api), {
             "GET": Operation("Call detail records from the month databases (created_from/created_to, "

@@ -40,7 +40,7 @@ from actors.crossbar.errors import (
     ValidationError,
 )
 from actors.crossbar.notifier import Notifier, NullNotifier
-from store import Store
+from store import Store, voicemail
 from store import errors as store_errors
 from store.accounts import credential_hashes
 from store.kazoo import (
@@ -338,6 +338,37 @@ class Query:
 
     def keep(self, doc: dict[str, Any]) -> bool:
         return all(f(doc) for f in self.filters)
+
+
+_MESSAGE_ID = re.compile(r"\d{4}(0[1-9]|1[0-2])-[0-9a-f]{32}")
+
+
+def message_metadata(doc: dict[str, Any]) -> dict[str, Any]:
+    """What the API shows of a voicemail message: Kazoo's metadata (``media_id`` is its id)."""
+    return {**(doc.get("metadata") or {}), "media_id": doc["_id"]}
+
+
+def _message_key(doc: dict[str, Any]) -> tuple[int, str]:
+    stamp = (doc.get("metadata") or {}).get("timestamp")
+    return (stamp if isinstance(stamp, int) and not isinstance(stamp, bool) else 0, doc["_id"])
+
+
+def _message_probe(doc: dict[str, Any]) -> dict[str, Any]:
+    """What filters look at: the metadata, with the message's time as created/modified."""
+    stamp = _message_key(doc)[0]
+    return {**message_metadata(doc), "pvt_created": stamp, "pvt_modified": doc.get("pvt_modified", stamp)}
+
+
+def _folder_error(folder: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    if folder is None:
+        return {"folder": {"required": {"message": f"folder is required: one of {', '.join(voicemail.FOLDERS)}"}}}
+    return {"folder": {"enum": {"message": f"folder must be one of {', '.join(voicemail.FOLDERS)}",
+                                "target": list(voicemail.FOLDERS), "cause": folder}}}
+
+
+def _check_folder(folder: Any) -> None:
+    if folder not in voicemail.FOLDERS:
+        raise ValidationError(_folder_error(folder))
 
 
 def _summarize(doc: dict[str, Any], summary: tuple[tuple[str, str], ...]) -> dict[str, Any]:
@@ -1066,6 +1097,89 @@ class CrossbarService:
             return self.store.open_attachment(account_db_name(account["_id"]), doc_id, MEDIA_ATTACHMENT)
         except store_errors.NotFound:
             raise NotFound("this media has no audio yet", error_id="media_not_uploaded") from None
+
+    # -- voicemail messages (Kazoo 4's kvm_messages: documents in the month databases) -------
+
+    def vmbox(self, account_id: str, vmbox_id: str) -> dict[str, Any]:
+        return self.get_doc(ACCOUNT_RESOURCES["vmboxes"], account_id, vmbox_id)
+
+    def list_messages(self, account_id: str, vmbox_id: str, folder: str | None, query: Query) -> ListPage:
+        """The box's messages (metadata), oldest first; without ``folder`` the deleted ones are
+        left out, as Kazoo does."""
+        self.vmbox(account_id, vmbox_id)
+        if folder is not None:
+            _check_folder(folder)
+        docs = voicemail.list_messages(self.store, account_id, vmbox_id, folder=folder)
+        docs = [d for d in docs if query.keep(_message_probe(d))]
+        return self._page(docs, query, message_metadata, key=_message_key)
+
+    def get_message(self, account_id: str, vmbox_id: str, message_id: str) -> dict[str, Any]:
+        """The message document; 404 unless it is a message of this (live) box."""
+        self.vmbox(account_id, vmbox_id)
+        if not _MESSAGE_ID.fullmatch(message_id):
+            raise NotFound(f"no voicemail message {message_id}", error_id="bad_identifier")
+        try:
+            return voicemail.get_message(self.store, account_id, message_id, vmbox_id)
+        except (store_errors.NotFound, store_errors.BadRequest):
+            raise NotFound(f"no voicemail message {message_id}", error_id="bad_identifier") from None
+
+    def move_message(self, account_id: str, vmbox_id: str, message_id: str, folder: Any) -> dict[str, Any]:
+        _check_folder(folder)
+        self.get_message(account_id, vmbox_id, message_id)
+        try:
+            saved = voicemail.set_folder(self.store, account_id, message_id, folder, vmbox_id)
+        except store_errors.NotFound:
+            # Hard-deleted between the read and the write.
+            raise NotFound(f"no voicemail message {message_id}", error_id="bad_identifier") from None
+        self.notifier.notify("doc_edited", voicemail.message_db(account_id, message_id), saved)
+        return saved
+
+    def move_messages(self, account_id: str, vmbox_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Kazoo's bulk change of folder: ``{"messages": [ids], "folder": ...}``; answers which
+        moved and why the others did not."""
+        messages, folder = data.get("messages"), data.get("folder")
+        errors: dict[str, dict[str, dict[str, Any]]] = {}
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, str) for m in messages):
+            errors["messages"] = {"type": {"message": "messages must be a non-empty list of message ids"}}
+            messages = []
+        if folder not in voicemail.FOLDERS:
+            errors.update(_folder_error(folder))
+        if errors:
+            raise ValidationError(errors)
+        self.vmbox(account_id, vmbox_id)
+        succeeded: list[str] = []
+        failed: dict[str, str] = {}
+        for message_id in dict.fromkeys(messages):
+            try:
+                self.move_message(account_id, vmbox_id, message_id, folder)
+                succeeded.append(message_id)
+            except NotFound:
+                failed[message_id] = "not_found"
+        return {"succeeded": succeeded, "failed": failed}
+
+    def delete_message(self, account_id: str, vmbox_id: str, message_id: str, *, hard: bool) -> dict[str, Any]:
+        """Kazoo 4 moves a deleted message to the ``deleted`` folder; ``hard`` removes it and its
+        audio. Returns the message as it was last."""
+        if not hard:
+            return self.move_message(account_id, vmbox_id, message_id, "deleted")
+        doc = self.get_message(account_id, vmbox_id, message_id)
+        try:
+            voicemail.delete_message(self.store, account_id, message_id, vmbox_id=vmbox_id, hard=True)
+        except store_errors.NotFound:
+            raise NotFound(f"no voicemail message {message_id}", error_id="bad_identifier") from None
+        except store_errors.Conflict:
+            raise Conflict("the message changed meanwhile", error_id="stale_revision") from None
+        self.notifier.notify("doc_deleted", voicemail.message_db(account_id, message_id), doc)
+        return doc
+
+    def message_audio(self, account_id: str, vmbox_id: str, message_id: str) -> tuple[dict[str, Any], bytes, str]:
+        """(message document, its stored audio, that audio's content type)."""
+        doc = self.get_message(account_id, vmbox_id, message_id)
+        try:
+            data, content_type = voicemail.message_audio(self.store, account_id, message_id, vmbox_id)
+        except store_errors.NotFound:
+            raise NotFound(f"voicemail message {message_id} has no audio", error_id="bad_identifier") from None
+        return doc, data, content_type
 
     # -- cdrs --------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from actors.crossbar.resources import MEDIA_TYPES
 from actors.crossbar.service import ACCOUNT_RESOURCES
 from tests.crossbar.conftest import Tree, created
 from tests.crossbar.test_api import SAMPLES
+from tests.crossbar.test_vmbox_messages import leave_message, tone_wav
 
 # Bounded for CI (the whole file stays well under a minute); raise it locally to dig deeper.
 EXAMPLES_PER_OPERATION = int(os.environ.get("MIRLITON_TEST_SCHEMATHESIS_EXAMPLES", "6"))
@@ -78,6 +79,8 @@ def test_schemathesis_all_operations(tree: Tree) -> None:
     account_id = tree.ids["A"]
     real_ids = {name: created(tree.clients["A"].put(f"{tree.account_path('A')}/{name}", SAMPLES[name]))["id"]
                 for name in ACCOUNT_RESOURCES}
+    real_message = leave_message(tree.store, account_id, {"id": real_ids["vmboxes"],
+                                                          "mailbox": SAMPLES["vmboxes"]["mailbox"]}, tone_wav(0.2))
     headers = {"X-Auth-Token": str(tree.system.token)}
     checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
     failures: list[str] = []
@@ -97,6 +100,8 @@ def test_schemathesis_all_operations(tree: Tree) -> None:
                 kind = case.operation.path.split("/")[4] if case.operation.path.count("/") >= 5 else ""
                 if "doc_id" in params and kind in real_ids:
                     params["doc_id"] = real_ids[kind]
+                if "msg_id" in params:
+                    params["msg_id"] = real_message
             response = case.call(headers=headers)
             try:
                 case.validate_response(response, checks=checks)

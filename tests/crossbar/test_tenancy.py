@@ -14,6 +14,7 @@ from actors.crossbar.service import ACCOUNT_RESOURCES
 from store.kazoo import account_db_name, gregorian_now, save_to_modb
 from tests.crossbar.conftest import ApiClient, Tree, created
 from tests.crossbar.test_api import SAMPLES
+from tests.crossbar.test_vmbox_messages import leave_message, tone_wav
 
 # Routes that name no account: auth, the OpenAPI document, and PUT /v2/accounts (which always
 # creates under the token's own account; checked separately below).
@@ -22,7 +23,8 @@ AUDIO = b"RIFF" + bytes(2000)
 
 
 def _fixture_ids(tree: Tree, owner: str) -> dict[str, Any]:
-    """One document of each kind in ``owner``'s account, a CDR and media with audio."""
+    """One document of each kind in ``owner``'s account, a CDR, media with audio and a voicemail
+    message."""
     client = tree.clients[owner]
     base = tree.account_path(owner)
     ids: dict[str, str] = {}
@@ -32,6 +34,8 @@ def _fixture_ids(tree: Tree, owner: str) -> dict[str, Any]:
     assert upload.status_code == 200, upload.text
     cdr = save_to_modb(tree.store, tree.ids[owner], {"call_id": "c1", "timestamp": gregorian_now(), "pvt_type": "cdr"})
     ids["cdr"] = cdr["_id"]
+    box = {"id": ids["vmboxes"], "mailbox": SAMPLES["vmboxes"]["mailbox"]}
+    ids["message"] = leave_message(tree.store, tree.ids[owner], box, tone_wav(0.2))
     return ids
 
 
@@ -41,17 +45,25 @@ def _path(template: str, account_id: str, ids: dict[str, str]) -> str:
         "account_id": account_id,
         "doc_id": ids.get(kind, ""),
         "cdr_id": ids["cdr"],
+        "msg_id": ids["message"],
         "username": "desk100",
         "uuid_": "call-uuid-1",
     }
     return re.sub(r"{(\w+)}", lambda m: values[m.group(1)], template)
 
 
-def _body(template: str, method: str, unique: str) -> dict[str, Any]:
+def _body(template: str, method: str, unique: str, ids: dict[str, str]) -> dict[str, Any]:
+    if template.endswith("/messages/{msg_id}/raw"):
+        # The sample box asks for mp3 (Kazoo's default), which this machine's sox may not write.
+        return {"headers": {"Accept": "audio/wav"}}
     if template.endswith("/raw"):
         return {"body": AUDIO, "headers": {"Content-Type": "audio/x-wav"}}
     if method not in ("PUT", "POST", "PATCH"):
         return {}
+    if template.endswith("/messages"):
+        return {"data": {"messages": [ids["message"]], "folder": "saved"}}
+    if template.endswith("/messages/{msg_id}"):
+        return {"data": {"folder": "saved"}}
     segments = template.split("/")
     if segments[-1] == "{account_id}" or segments[-1] == "accounts":
         return {"data": {"name": f"Account {unique}", "realm": f"{unique}.example.test"}}
@@ -73,20 +85,26 @@ def _body(template: str, method: str, unique: str) -> dict[str, Any]:
 def _operations(tree: Tree) -> list[tuple[str, str]]:
     ops = [(route.template, method) for route in tree.app.routes for method in route.operations
            if route.template not in NOT_ACCOUNT_SCOPED]
-    # Deletes last, the account's own delete at the very end: they remove what others use.
-    return sorted(ops, key=lambda op: (op[1] == "DELETE", op[0] == "/v2/accounts/{account_id}"))
+    # Deletes last, deeper paths first (a box's messages before the box), the account's own
+    # delete at the very end: they remove what others use.
+    return sorted(ops, key=lambda op: (op[1] == "DELETE", op[0] == "/v2/accounts/{account_id}",
+                                       -op[0].count("/") if op[1] == "DELETE" else 0))
 
 
-def _snapshot(tree: Tree, account: str) -> list[tuple[str, str]]:
+def _snapshot(tree: Tree, account: str) -> list[tuple[str, str, str]]:
+    """Every document revision of the account database and its month databases (CDRs,
+    voicemail messages)."""
     db = account_db_name(tree.ids[account])
-    rows = tree.store.all_docs(db)
-    return sorted((row["id"], row["value"]["rev"]) for row in rows)
+    out = []
+    for name in [db, *tree.store.list_dbs(prefix=db + "-")]:
+        out += [(name, row["id"], row["value"]["rev"]) for row in tree.store.all_docs(name)]
+    return sorted(out)
 
 
 def _call(client: ApiClient, method: str, path: str, spec: dict[str, Any]) -> testing.Result:
     if "body" in spec:
         return client.request(method, path, body=spec["body"], headers=spec["headers"])
-    return client.request(method, path, spec.get("data"))
+    return client.request(method, path, spec.get("data"), headers=spec.get("headers"))
 
 
 def test_every_route_is_covered(tree: Tree) -> None:
@@ -99,11 +117,12 @@ def test_every_route_is_covered(tree: Tree) -> None:
 def test_sibling_cannot_touch_anything_and_parent_can(tree: Tree) -> None:
     ids_b = _fixture_ids(tree, "B")
     before = _snapshot(tree, "B")
+    assert {ids_b["message"], ids_b["cdr"]} <= {doc_id for _db, doc_id, _rev in before}
     aggregate_before = tree.store.get("accounts", tree.ids["B"])["_rev"]
     checked = 0
     for n, (template, method) in enumerate(_operations(tree)):
         path = _path(template, tree.ids["B"], ids_b)
-        result = _call(tree.clients["A"], method, path, _body(template, method, f"a{tree.ids['B'][:6]}{n:04d}"))
+        result = _call(tree.clients["A"], method, path, _body(template, method, f"a{tree.ids['B'][:6]}{n:04d}", ids_b))
         assert result.status_code == 403, f"A {method} {template}: {result.status_code} {result.text}"
         assert result.json["status"] == "error" and result.json["error_id"] == "forbidden"
         checked += 1
@@ -117,12 +136,14 @@ def test_sibling_cannot_touch_anything_and_parent_can(tree: Tree) -> None:
             # The PUT above created a sub-account of B; an account with descendants stays.
             for child in tree.app.service.descendants(tree.ids["B"]):
                 assert tree.clients["P"].delete(f"/v2/accounts/{child['_id']}").status_code == 200
-        result = _call(tree.clients["P"], method, path, _body(template, method, f"p{tree.ids['B'][:6]}{n:04d}"))
+        result = _call(tree.clients["P"], method, path, _body(template, method, f"p{tree.ids['B'][:6]}{n:04d}", ids_b))
         if template.endswith("/channels/{uuid_}"):
             # Reached, but there is no such live call.
             assert result.status_code == 404 and result.json["error_id"] == "bad_identifier"
             continue
         assert result.status_code in (200, 201), f"P {method} {template}: {result.status_code} {result.text}"
+        if template.endswith("/messages/{msg_id}/raw"):
+            assert result.content[:4] == b"RIFF", "the parent got the message's audio"
         if method == "DELETE" and template.endswith("{doc_id}"):
             # Soft-deleted: gone for the API.
             assert tree.clients["P"].get(path).status_code == 404
