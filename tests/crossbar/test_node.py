@@ -3,8 +3,8 @@ created with the CLI, then a whole small PBX provisioned over HTTP only (account
 devices, voicemail boxes, callflows, a ring group, office hours and a menu), and the API's
 metrics aggregated by the node's ops endpoint.
 
-Not covered yet: a real phone registering with the credentials created here and calling another
-(needs the Edge and Calls roles)."""
+Real phones registering with credentials created over HTTP and calling each other: see
+tests/crossbar/test_provisioned_call.py."""
 
 from __future__ import annotations
 
