@@ -20,11 +20,13 @@ log = logging.getLogger("mirliton.callflow")
 
 class CallEventRouter:
     """One consumer on ``callevt`` for the whole process, bound once to the events executors
-    wait for (bridge, execute-complete, destroy) of every call, each handed to its call's
+    wait for (bridge, execute-complete/error, destroy, DTMF, recordings) of every call, each
+    handed to its call's
     executor; events of calls with no executor here are dropped. Binding per call, as Kazoo's
     cf_exe does, cost a binding change on the bus twice per call."""
 
-    EVENTS = ("CHANNEL_BRIDGE", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_DESTROY")
+    EVENTS = ("CHANNEL_BRIDGE", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_EXECUTE_ERROR",
+              "CHANNEL_DESTROY", "DTMF", "RECORD_START", "RECORD_STOP")
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus

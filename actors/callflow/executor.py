@@ -5,8 +5,8 @@ Each node's action (:mod:`actors.callflow.actions`) returns the branch to take; 
 takes ``children[key]``, falling back to ``children["_"]``; no child ends the walk. A loop
 guard stops after ``MAX_BRANCH_COUNT`` (50) steps, as Kazoo's. When the walk ends with the
 call neither bridged nor answered elsewhere, the executor hangs it up (cf_exe:stop). Once a
-bridge is up the executor exits: the call lives on in its calls shard, so a dead callflow
-process never drops a connected call.
+bridge is up (or the call joined a conference) the executor exits: the call lives on in its
+calls shard, so a dead callflow process never drops a connected call.
 
 Executors are temporary children of a ``simple_one_for_one`` supervisor: a crash ends that
 call's logic only.
@@ -96,6 +96,7 @@ class CallflowExecutor(Actor):
                     key: Any = "_"
                 else:
                     log.info("callflow action %s", module)
+                    call.children = node.get("children") or {}
                     key = handler(data, call)
                 if key is None:
                     break
@@ -109,7 +110,7 @@ class CallflowExecutor(Actor):
             return
         except BusError as error:
             log.error("callflow stopped: %s", error)
-        if not call.bridged and not call.ended:
+        if not call.bridged and not call.in_conference and not call.ended:
             try:
                 call.hangup("NORMAL_CLEARING")
             except BusError as error:

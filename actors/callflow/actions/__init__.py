@@ -15,8 +15,9 @@ from typing import Any
 
 __all__ = ["ACTIONS", "action"]
 
-ACTION_NAMES = ("answer", "callflow", "device", "hangup", "response", "ring_group", "set_cid",
-                "set_variables", "temporal_route", "user")
+ACTION_NAMES = ("answer", "callflow", "collect_dtmf", "conference", "device", "hangup", "menu",
+                "play", "record_call", "response", "ring_group", "set_cid", "set_variables",
+                "temporal_route", "tts", "user", "voicemail")
 
 ACTIONS: dict[str, Callable[[dict[str, Any], Any], Any]] = {
     name: importlib.import_module(f"actors.callflow.actions.{name}").handle for name in ACTION_NAMES
