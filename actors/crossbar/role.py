@@ -56,6 +56,8 @@ class HttpServer(Actor):
     def terminate(self, reason: Any) -> None:
         if self.server is not None:
             self.server.stop(timeout=2)
+        if hasattr(self, "app"):
+            self.app.service.close()
         notifier = self.app.service.notifier if hasattr(self, "app") else None
         if isinstance(notifier, BusNotifier):
             notifier.close()  # what was written before the stop is still announced

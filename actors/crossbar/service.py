@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from argon2 import PasswordHasher
+from gevent.threadpool import ThreadPool
 
 from actors.crossbar import schemas
 from actors.crossbar.auth import Principal, TokenSigner
@@ -60,6 +61,7 @@ __all__ = [
     "ACCOUNT_RESOURCES",
     "CrossbarService",
     "ListPage",
+    "PasswordHashing",
     "ResourceKind",
     "decode_start_key",
     "encode_start_key",
@@ -75,6 +77,34 @@ MEDIA_ATTACHMENT = "audio"
 CLAIM_GRACE = 60
 
 _password_hasher = PasswordHasher()  # argon2id, argon2-cffi's recommended parameters
+# argon2id hashes at once: each costs ~0.5 s of CPU and 64 MiB; more than the machine's cores
+# only queue up in memory.
+HASH_THREADS = 2
+
+
+class PasswordHashing:
+    """argon2id off the gevent hub. A hash takes ~0.5 s of CPU in C code that releases the GIL;
+    run inline it would stop every other request of the process for that long (the server is
+    one gevent hub). It runs in a small native thread pool instead, while the request's
+    greenlet waits and the hub serves the others. The pool is made on first use, in the
+    thread (and process: the role forks) that serves requests; called from another thread, it
+    hashes inline (gevent's rule for a pool of another hub)."""
+
+    def __init__(self, threads: int = HASH_THREADS) -> None:
+        self.threads = threads
+        self._pool: ThreadPool | None = None
+
+    def hash(self, password: str) -> str:
+        if self._pool is None:
+            self._pool = ThreadPool(self.threads)
+        # The module's hasher looked up at call time: tests swap it for a cheap one.
+        result: str = self._pool.apply(lambda: _password_hasher.hash(password))
+        return result
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.kill()
+            self._pool = None
 
 
 # -- resource kinds ----------------------------------------------------------------------------
@@ -444,9 +474,14 @@ class CrossbarService:
         self.cache = SharedDocCache(store, ttl=account_cache_ttl)
         self.realm_suffix = realm_suffix
         self.max_media_bytes = max_media_bytes
+        self.passwords = PasswordHashing()
         for db in (ACCOUNTS_DB, "sip_auth", "webhooks"):
             store.create_db(db, exist_ok=True)
         self._type_indexed: set[str] = set()
+
+    def close(self) -> None:
+        """Stop the password hashing threads (the store is its owner's to close)."""
+        self.passwords.close()
 
     # -- accounts: lookup and authorization ----------------------------------------------------
 
@@ -966,7 +1001,7 @@ class CrossbarService:
             if isinstance(password, str):
                 if isinstance(username, str):
                     private.update(credential_hashes(username, password))
-                private["pvt_password_hash"] = _password_hasher.hash(password)
+                private["pvt_password_hash"] = self.passwords.hash(password)
             elif username != old_username and username is not None:
                 errors["password"] = {
                     "required": {"message": "a new username needs the password (credentials are hashes of both)"}

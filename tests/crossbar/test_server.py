@@ -1,16 +1,21 @@
 """The API through gevent's WSGIServer on a loopback port (what the role runs): keep-alive
 requests, and TCP_NODELAY on each connection (pywsgi writes headers and body separately; with
-Nagle's algorithm a keep-alive client would wait for its delayed ACK, 40 ms a request)."""
+Nagle's algorithm a keep-alive client would wait for its delayed ACK, 40 ms a request); password
+hashing that leaves the hub free for the other requests."""
 
 from __future__ import annotations
 
 import json
 import socket
+import time
 from typing import Any
 
+import gevent
 import gevent.socket
+from argon2 import PasswordHasher
 from gevent.pywsgi import WSGIHandler
 
+from actors.crossbar import service as service_module
 from actors.crossbar.server import make_server
 from tests.crossbar.conftest import Tree
 
@@ -49,3 +54,51 @@ def test_keep_alive_requests_on_connections_with_nodelay(tree: Tree, monkeypatch
     finally:
         server.stop(timeout=1)
     assert nodelay == [1]  # one connection, kept alive for every request, with TCP_NODELAY
+
+
+def _send(sock: Any, method: str, path: str, token: str, data: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    body = json.dumps({"data": data}).encode() if data is not None else b""
+    sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: t\r\nX-Auth-Token: {token}\r\n"
+                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        reply += sock.recv(65536)
+    head, rest = reply.split(b"\r\n\r\n", 1)
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    return int(head.split(b" ")[1]), json.loads(rest)
+
+
+def test_password_hashing_does_not_stop_the_other_requests(tree: Tree, monkeypatch: Any) -> None:
+    """argon2id runs off the hub: GETs keep being answered while users with real (production
+    cost, made heavier here so that the difference is plain) password hashes are created."""
+    monkeypatch.setattr(service_module, "_password_hasher", PasswordHasher(time_cost=6))
+    server = make_server(tree.app, "127.0.0.1", 0)
+    server.start()
+    token = str(tree.clients["A"].token)
+    try:
+        def create(n: int) -> float:
+            sock = gevent.socket.create_connection(("127.0.0.1", server.server_port))
+            started = time.perf_counter()
+            status, body = _send(sock, "PUT", f"{tree.account_path('A')}/users", token, {
+                "first_name": "Slow", "last_name": "Hash", "username": f"slow{n}", "password": "a-password"})
+            assert status == 201, body
+            sock.close()
+            return time.perf_counter() - started
+
+        creates = [gevent.spawn(create, n) for n in range(2)]
+        reader = gevent.socket.create_connection(("127.0.0.1", server.server_port))
+        gets: list[float] = []
+        while not all(g.ready() for g in creates):
+            started = time.perf_counter()
+            status, _ = _send(reader, "GET", tree.account_path("A"), token)
+            assert status == 200
+            gets.append(time.perf_counter() - started)
+            gevent.sleep(0.005)
+        reader.close()
+        durations = [g.get() for g in creates]
+    finally:
+        server.stop(timeout=1)
+    assert min(durations) > 0.2, durations  # the hashes were real work...
+    assert len(gets) >= 10 and max(gets) < 0.15, (durations, gets)  # ...and GETs went on meanwhile
