@@ -54,7 +54,7 @@ class Principal:
     owner_id: str | None
     priv_level: str  # "admin" or "user"
     superduper: bool  # an admin of the system account: reaches every account
-    method: str  # "user_auth" or "api_auth"
+    method: str  # "user_auth", "api_auth" or "basic_auth"
     token: str = ""
 
     @property

@@ -162,7 +162,7 @@ def build_openapi(routes: list[RouteSpec], *, version: str = "0.1.0") -> dict[st
             operation: dict[str, Any] = {
                 "operationId": f"{method.lower()}_{re.sub(r'[^a-z0-9]+', '_', route.template.lower()).strip('_')}",
                 "summary": op.summary,
-                "security": [{"auth_token": []}] if op.auth else [],
+                "security": [{"auth_token": []}, {"basic": []}] if op.auth else [],
                 "responses": {},
             }
             if op.listing or op.query:
@@ -209,6 +209,11 @@ def build_openapi(routes: list[RouteSpec], *, version: str = "0.1.0") -> dict[st
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"auth_token": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"}},
+            "securitySchemes": {
+                "auth_token": {"type": "apiKey", "in": "header", "name": "X-Auth-Token"},
+                "basic": {"type": "http", "scheme": "basic",
+                          "description": "Kazoo's basic_auth: user name = account id, password = md5 "
+                                         "(or sha1) hex of 'username:password'; checked on every request"},
+            },
         },
     }

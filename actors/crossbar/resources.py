@@ -9,6 +9,7 @@ same envelope.
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -103,9 +104,25 @@ class Api:
                 envelope_token = None
             token = envelope_token if isinstance(envelope_token, str) else None
         if not token:
+            authorization = req.get_header("Authorization") or ""
+            if authorization[:6].lower() == "basic ":
+                return self.service.current_principal(self._basic(authorization[6:].strip()))
             raise Unauthorized("this resource needs an X-Auth-Token", error_id="missing_token")
         req.context.auth_token = token
         return self.service.current_principal(self.signer.verify(token))
+
+    def _basic(self, encoded: str) -> Principal:
+        """HTTP Basic: ``account_id:md5("username:password")`` (Kazoo's basic_auth)."""
+        try:
+            decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            raise Unauthorized("the Basic credentials are not base64 of account_id:credentials",
+                               error_id="invalid_credentials") from None
+        account_id, sep, credentials = decoded.partition(":")
+        if not sep:
+            raise Unauthorized("the Basic credentials are not account_id:credentials",
+                               error_id="invalid_credentials")
+        return self.service.basic_auth(account_id, credentials)
 
     def envelope(self, req: falcon.Request) -> dict[str, Any]:
         """The parsed request envelope; ``data`` is an object."""

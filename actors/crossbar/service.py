@@ -600,6 +600,37 @@ class CrossbarService:
                 return token, self._auth_data(account, user["_id"], user.get("language"))
         raise Unauthorized("invalid credentials", error_id="invalid_credentials")
 
+    def basic_auth(self, account_id: str, credentials: str) -> Principal:
+        """Kazoo's cb_basic_auth: HTTP Basic with the account id as user name and md5 (or sha1)
+        hex of "username:password" as password, checked on every request (no token)."""
+        refused = Unauthorized("invalid basic auth credentials", error_id="invalid_credentials")
+        match = re.fullmatch(r"[0-9a-fA-F]{32}|([0-9a-fA-F]{40})", credentials)
+        if match is None or not is_account_id(account_id):
+            raise refused
+        try:
+            account = self.account(account_id)
+        except NotFound:
+            raise refused from None
+        field_name = "pvt_sha1_auth" if match.group(1) else "pvt_md5_auth"
+        db = account_db_name(account_id)
+        try:
+            self._ensure_type_index(db)
+            users = self.store.find(db, {"pvt_type": "user", field_name: credentials.lower()}).docs
+        except store_errors.NotFound:
+            raise refused from None
+        for user in users:
+            if user.get("pvt_deleted") or user.get("enabled") is False:
+                continue
+            priv = "admin" if user.get("priv_level") == "admin" else "user"
+            return Principal(
+                account_id=account_id,
+                owner_id=user["_id"],
+                priv_level=priv,
+                superduper=priv == "admin" and bool(account.get("pvt_superduper_admin")),
+                method="basic_auth",
+            )
+        raise refused
+
     def api_auth(self, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         api_key = data.get("api_key")
         if not isinstance(api_key, str) or not re.fullmatch(r"[0-9a-f]{64}", api_key):

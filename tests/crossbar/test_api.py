@@ -3,6 +3,7 @@ paging and filters, bad input, metrics."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import time
@@ -119,6 +120,44 @@ def test_user_level_token_reads_its_account_and_edits_only_itself(tree: Tree) ->
     assert ok(carol.patch(f"{tree.account_path('A')}/users/{user['id']}", {"first_name": "Caroline"}))["first_name"] == "Caroline"
     assert carol.patch(f"{tree.account_path('A')}/users/{user['id']}", {"priv_level": "admin"}).status_code == 403
     assert carol.get(f"{tree.account_path('A')}/api_key").status_code == 403
+
+
+def _basic(account_id: str, credentials: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{account_id}:{credentials}".encode()).decode()}
+
+
+def test_basic_auth_on_every_request(tree: Tree) -> None:
+    """Kazoo's basic_auth: account id and md5 (or sha1) of username:password, no token."""
+    a, b = tree.account_path("A"), tree.account_path("B")
+    alice = _basic(tree.ids["A"], md5_credentials("alice", "alice-pw"))
+    result = tree.anon.get(f"{a}/devices", headers=alice)
+    assert result.status_code == 200 and result.json["status"] == "success"
+    assert "auth_token" not in result.json
+    assert created(tree.anon.put(f"{a}/devices", SAMPLES["devices"], headers=alice))["name"] == "Desk phone"
+    sha = hashlib.sha1(b"alice:alice-pw").hexdigest()
+    assert tree.anon.get(a, headers=_basic(tree.ids["A"], sha)).status_code == 200
+    # Tenancy as with a token: the sibling is out of reach, the parent's admin reaches it.
+    assert tree.anon.get(f"{b}/devices", headers=alice).json["error_id"] == "forbidden"
+    paula = _basic(tree.ids["P"], md5_credentials("paula", "paula-pw"))
+    assert tree.anon.get(f"{b}/devices", headers=paula).status_code == 200
+    for headers in (_basic(tree.ids["A"], md5_credentials("alice", "wrong")),
+                    _basic(tree.ids["B"], md5_credentials("alice", "alice-pw")),  # alice is not B's
+                    _basic("0" * 32, md5_credentials("alice", "alice-pw")),
+                    _basic(tree.ids["A"], "not-hex"),
+                    {"Authorization": "Basic %%%"},
+                    {"Authorization": "Basic " + base64.b64encode(b"no-colon").decode()}):
+        refused = tree.anon.get(f"{a}/devices", headers=headers)
+        assert refused.status_code == 401 and refused.json["error_id"] == "invalid_credentials", headers
+    # A user-level login is a user-level principal; a disabled user is refused at once.
+    user = created(tree.clients["A"].put(f"{a}/users", SAMPLES["users"]))
+    carol = _basic(tree.ids["A"], md5_credentials("carol", "carol-pw"))
+    assert tree.anon.get(f"{a}/devices", headers=carol).status_code == 200
+    assert tree.anon.put(f"{a}/devices", SAMPLES["devices"], headers=carol).json["error_id"] == "priv_level_user"
+    ok(tree.clients["A"].patch(f"{a}/users/{user['id']}", {"enabled": False}))
+    assert tree.anon.get(f"{a}/devices", headers=carol).status_code == 401
+    # A token, when given, is what counts.
+    both = {**alice, "X-Auth-Token": "garbage"}
+    assert tree.anon.get(f"{a}/devices", headers=both).json["error_id"] == "invalid_token"
 
 
 # -- verbs and envelopes ----------------------------------------------------------------------
