@@ -7,7 +7,8 @@ number the caller enters (conf-enter_conf_number, 3 tries). A caller whose numbe
 PINs, the caller enters one (conf-enter_conf_pin, 3 tries): a ``moderator.pins`` PIN makes a
 moderator, a ``member.pins`` one a member (no member PINs: an empty entry joins as member).
 ``data.moderator`` forces the role. ``join_muted`` / ``join_deaf`` of the role apply. After
-the welcome prompt (``welcome_prompt.play``, default true; ``welcome_prompt.media_id``) the
+the welcome prompt (``welcome_prompt.play`` and the document's ``play_welcome``, default true;
+``welcome_prompt.media_id``) the
 shard joins the call to the mix of ``<account id>-<conference id>``; the call stays there
 until it hangs up, so the executor hands off (no hangup) once joined.
 """
@@ -101,7 +102,7 @@ def handle(data: dict[str, Any], call: Call) -> str | None:
         log.info("conference %s: no valid PIN", doc.get("_id"))
         return None
     welcome = data.get("welcome_prompt") or {}
-    if welcome.get("play") is not False:
+    if welcome.get("play") is not False and doc.get("play_welcome") is not False:
         call.play(media_name(call.account_id, welcome.get("media_id")) or prompt("conf-welcome"))
     role = (doc.get("moderator") if moderator else doc.get("member")) or {}
     conference_id = f"{call.account_id}-{doc['_id']}"
