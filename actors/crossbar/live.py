@@ -114,9 +114,11 @@ class LiveQueries:
         except BusError:
             log.warning("could not publish reg_flush for %s", realm, exc_info=True)
 
-    def channels(self, account_id: str) -> LiveAnswer:
-        """Live calls of the account, from every calls shard (``channels_req``)."""
-        replies, note = self._collect(channels_req.build(account_id=account_id), "call node", "calls")
+    def channels(self, account_id: str | None) -> LiveAnswer:
+        """Live calls of the account, from every calls shard (``channels_req``); every call of
+        the system when ``account_id`` is None (the request then names no account)."""
+        request = channels_req.build(account_id=account_id) if account_id else channels_req.build()
+        replies, note = self._collect(request, "call node", "calls")
         items: list[dict[str, Any]] = []
         seen: set[Any] = set()
         for reply in replies:
@@ -124,7 +126,7 @@ class LiveQueries:
                 if not isinstance(entry, dict):
                     continue
                 item = _snake_keys(entry)
-                if item.get("account_id") not in (None, account_id):
+                if account_id and item.get("account_id") not in (None, account_id):
                     continue  # a shard that ignored the filter must not leak other accounts' calls
                 uuid = item.get("uuid") or item.get("call_id")
                 if uuid in seen:

@@ -496,6 +496,20 @@ class Channels:
         self.api.send_live(req, resp, self.api.live.channels(account_id))
 
 
+class SystemChannels:
+    """Kazoo's system-level ``/v2/channels``: every live call of every account, for the system
+    account's admins only (a reseller lists its accounts' calls account by account)."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        principal = self.api.principal(req)
+        if not principal.superduper:
+            raise Forbidden("only the system account's admins list every call", error_id="superduper_admin_only")
+        self.api.send_live(req, resp, self.api.live.channels(None))
+
+
 class ChannelItem:
     def __init__(self, api: Api) -> None:
         self.api = api
@@ -652,6 +666,10 @@ def build_routes(api: Api, openapi: Callable[[], dict[str, Any]]) -> list[RouteS
         }),
         RouteSpec("/v2/openapi.json", OpenApiDocument(openapi), {
             "GET": Operation("This OpenAPI document", None, None, auth=False),
+        }),
+        RouteSpec("/v2/channels", SystemChannels(api), {
+            "GET": Operation("Every live call of the system, from the call nodes (system admins only)",
+                             None, _LIVE_LIST),
         }),
         RouteSpec("/v2/accounts", AccountsRoot(api), {
             "PUT": Operation("Create a sub-account of the token's account", "accounts", _doc("accounts"), success=201),

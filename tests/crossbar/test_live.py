@@ -139,6 +139,29 @@ def test_channels_come_from_the_call_nodes(api: tuple[ApiClient, str], buses: tu
     assert client.get(f"/v2/accounts/{account_id}/channels/call-2").status_code == 404
 
 
+def test_system_channels_list_every_account(api: tuple[ApiClient, str], buses: tuple[Bus, Bus]) -> None:
+    client, account_id = api  # the first account: the system account, its admin a superduper
+    asked: list[Message] = []
+
+    def shard(msg: Message, _delivery: Delivery) -> None:
+        asked.append(msg)
+        rows = [{"call_id": "call-1", "account_id": account_id}, {"call_id": "call-2", "account_id": "f" * 32}]
+        buses[1].reply(msg, channels_resp.build(channels=rows))
+
+    buses[1].consume([Binding("callmgr", CHANNELS_ROUTING_KEY)], shard)
+    gevent.sleep(0.05)
+    body = client.get("/v2/channels").json
+    assert body["status"] == "success" and "note" not in body
+    assert [(c["uuid"], c["account_id"]) for c in body["data"]] == [("call-1", account_id), ("call-2", "f" * 32)]
+    assert not asked[0].get("Account-ID")  # the question named no account
+    tenant = created(client.put("/v2/accounts", {"name": "Tenant", "realm": "tenant.live.example.test"}))
+    created(client.put(f"/v2/accounts/{tenant['id']}/users", {
+        "first_name": "T", "last_name": "A", "username": "tadmin", "password": "t-pw", "priv_level": "admin"}))
+    tenant_admin = client.as_token(login(client.as_token(None), "tadmin", "t-pw", "tenant.live.example.test"))
+    assert tenant_admin.get("/v2/channels").json["error_id"] == "superduper_admin_only"
+    assert ok(tenant_admin.get(f"/v2/accounts/{tenant['id']}/channels")) == []
+
+
 def test_answers_go_out_once_every_known_responder_answered(
     embedded_store: Store, buses: tuple[Bus, Bus], tmp_path: Path
 ) -> None:

@@ -16,9 +16,10 @@ from tests.crossbar.conftest import ApiClient, Tree, created
 from tests.crossbar.test_api import SAMPLES
 from tests.crossbar.test_vmbox_messages import leave_message, tone_wav
 
-# Routes that name no account: auth, the OpenAPI document, and PUT /v2/accounts (which always
-# creates under the token's own account; checked separately below).
-NOT_ACCOUNT_SCOPED = {"/v2/user_auth", "/v2/api_auth", "/v2/openapi.json", "/v2/accounts"}
+# Routes that name no account: auth, the OpenAPI document, PUT /v2/accounts (which always
+# creates under the token's own account) and the system admins' /v2/channels; checked
+# separately below.
+NOT_ACCOUNT_SCOPED = {"/v2/user_auth", "/v2/api_auth", "/v2/openapi.json", "/v2/accounts", "/v2/channels"}
 AUDIO = b"RIFF" + bytes(2000)
 
 
@@ -169,3 +170,11 @@ def test_child_cannot_reach_its_parent(tree: Tree) -> None:
 def test_system_admin_reaches_every_account(tree: Tree) -> None:
     for name in ("P", "A", "B"):
         assert tree.system.get(f"{tree.account_path(name)}/users").status_code == 200
+
+
+def test_only_system_admins_list_every_call(tree: Tree) -> None:
+    for name in ("P", "A"):
+        refused = tree.clients[name].get("/v2/channels")
+        assert refused.status_code == 403 and refused.json["error_id"] == "superduper_admin_only"
+    assert tree.anon.get("/v2/channels").status_code == 401
+    assert tree.system.get("/v2/channels").status_code == 200
