@@ -80,3 +80,28 @@ def test_couchdb_listing_is_not_hidden_by_the_registrars_index(couch_tree: Tree)
     plain = created(client.put(base, {"name": "no sip"}))
     with_sip = created(client.put(base, {"name": "sip", "sip": {"username": "idx100"}}))
     assert {d["id"] for d in ok(client.get(base))} == {plain["id"], with_sip["id"]}
+
+
+def test_couchdb_voicemail_messages(couch_tree: Tree) -> None:
+    """Messages in a month database that holds CDRs too: listed by box and folder, moved, hard
+    deleted, and their audio byte for byte."""
+    from store.kazoo import gregorian_now, save_to_modb
+    from tests.crossbar.test_vmbox_messages import leave_message, tone_wav
+
+    tree = couch_tree
+    client, base, account = tree.clients["A"], tree.account_path("A"), tree.ids["A"]
+    box = created(client.put(f"{base}/vmboxes", {"name": "Box", "mailbox": "3001", "media_extension": "wav"}))
+    save_to_modb(tree.store, account, {"call_id": "c1", "timestamp": gregorian_now(), "pvt_type": "cdr"})
+    audio = tone_wav(0.5)
+    first = leave_message(tree.store, account, box, audio, timestamp=gregorian_now() - 10)
+    second = leave_message(tree.store, account, box, audio, caller="1002")
+    messages = f"{base}/vmboxes/{box['id']}/messages"
+    assert [m["media_id"] for m in ok(client.get(messages))] == [first, second]
+    assert ok(client.post(f"{messages}/{first}", {"folder": "saved"}))["folder"] == "saved"
+    assert [m["media_id"] for m in ok(client.get(messages, params={"folder": "saved"}))] == [first]
+    raw = client.get(f"{messages}/{second}/raw")
+    assert raw.status_code == 200 and raw.content == audio and raw.headers["Content-Type"] == "audio/wav"
+    ok(client.delete(f"{messages}/{second}", params={"hard": "true"}))
+    assert client.get(f"{messages}/{second}").status_code == 404
+    assert [m["media_id"] for m in ok(client.get(messages))] == [first]
+    assert len(ok(client.get(f"{base}/cdrs"))) == 1
