@@ -312,28 +312,31 @@ class Call:
 
     def record_call_start(self, media_name: str, destination: str, *,
                           time_limit: int = 3600) -> bool:
-        """Start recording both parties (Kazoo's record_call start); True once RECORD_START
-        came. The recording goes on after the callflow hands the call off; the shard stores
-        it when it is stopped or the call ends."""
-        self.purge_stale()
-        self.command("record_call", **{
+        """Start recording both parties (Kazoo's record_call start); True when the shard took
+        it. It does not wait for RECORD_START: on a call not answered yet the shard starts
+        recording once the bridge to come gives it media. The recording goes on after the
+        callflow hands the call off; the shard stores it when it is stopped or the call ends."""
+        msg = self.execute("record_call", timeout=30.0, **{
             "Record-Action": "start", "Media-Name": media_name, "Time-Limit": int(time_limit),
             "Media-Transfer-Destination": destination})
-        msg = self.wait_event(lambda m: (
-            m.get("Event-Name") == "RECORD_START" and m.get("Media-Name") == media_name) or (
-            m.get("Event-Name") == "CHANNEL_EXECUTE_ERROR"
-            and m.get("Application-Name") == "record_call"), 30.0)
-        return msg is not None and msg.get("Event-Name") == "RECORD_START"
+        return msg is not None and msg.get("Event-Name") == "CHANNEL_EXECUTE_COMPLETE" and str(
+            msg.get("Application-Response") or "SUCCESS").upper() == "SUCCESS"
 
     def record_call_stop(self, media_name: str | None = None) -> Recorded | None:
+        """Stop the call's recording: its RECORD_STOP (the shard stores it first), or None."""
         fields: dict[str, Any] = {"Record-Action": "stop"}
         if media_name:
             fields["Media-Name"] = media_name
-        self.purge_stale()
-        self.command("record_call", **fields)
-        msg = self._wait_quietly(lambda m: m.get("Event-Name") == "RECORD_STOP" and (
-            not media_name or m.get("Media-Name") == media_name), 60.0)
-        return self._recorded(msg, media_name or "")
+
+        def stopped(m: Message) -> bool:
+            return m.get("Event-Name") == "RECORD_STOP" and (
+                not media_name or m.get("Media-Name") == media_name)
+
+        done = self.execute("record_call", timeout=30.0, **fields)
+        if done is None or done.get("Event-Name") == "CHANNEL_EXECUTE_ERROR":
+            return None
+        # The stop completes at once; storing the recording takes a moment more.
+        return self._recorded(self._wait_quietly(stopped, 60.0), media_name or "")
 
     def conference(self, conference_id: str, *, moderator: bool = False, mute: bool = False,
                    deaf: bool = False) -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import gevent
+import pytest
 
 from store.kazoo import modb_name
 from tests.callflow.conftest import Harness, finished
@@ -28,24 +29,30 @@ def test_record_call_start_and_stop(harness: Harness) -> None:
     assert (doc["pvt_type"], doc["call_id"], doc["owner_id"]) == (
         "call_recording", shard.call_id, "u1")
     shard.event("RECORD_START", **{"Media-Name": start["Media-Name"]})
+    shard.complete("record_call")
     shard.played()
     stop = shard.expect("record_call")
     assert (stop["Record-Action"], stop["Media-Name"]) == ("stop", start["Media-Name"])
+    shard.complete("record_call")  # the stop completes at once, the recording is stored after
     shard.store_recording(destination, str(start["Media-Name"]), b"RIFF....WAVE")
     shard.event("RECORD_STOP", **{"Media-Name": start["Media-Name"], "Length": 4200,
                                   "Media-Stored": True})
-    shard.complete("record_call")
     shard.expect("hangup")
     finished(ref)
     doc = harness.store.get(modb_name(harness.account_id), recording_id)
     assert doc["duration_ms"] == 4200 and start["Media-Name"] in doc["_attachments"]
 
 
-def test_record_call_that_never_starts_leaves_no_document(harness: Harness) -> None:
+@pytest.mark.parametrize("refusal", ["CHANNEL_EXECUTE_ERROR", "FAILURE"])
+def test_record_call_that_never_starts_leaves_no_document(harness: Harness,
+                                                          refusal: str) -> None:
     shard, ref = harness.start_call({"module": "record_call", "data": {"action": "start"}})
     start = shard.expect("record_call")
-    shard.event("CHANNEL_EXECUTE_ERROR", **{"Application-Name": "record_call",
-                                            "Application-Response": "unsupported"})
+    if refusal == "FAILURE":
+        shard.complete("record_call", "FAILURE", Reason="already_recording")
+    else:
+        shard.event(refusal, **{"Application-Name": "record_call",
+                                "Application-Response": "unsupported"})
     shard.expect("hangup")
     finished(ref)
     recording_id = str(start["Media-Transfer-Destination"]).rsplit("/", 1)[1]

@@ -119,8 +119,10 @@ def _choose(call: Call, media: list[str], *, skip_prompt: bool = False) -> str:
     stopped the previous prompt and waits in the shard."""
     if not skip_prompt:
         call.play(media, ALL_DTMF)
-    return call.collect_digits(1, timeout_ms=CHOICE_TIMEOUT_MS, interdigit_ms=CHOICE_TIMEOUT_MS,
-                               terminators=()).digits
+    collected = call.collect_digits(1, timeout_ms=CHOICE_TIMEOUT_MS,
+                                    interdigit_ms=CHOICE_TIMEOUT_MS, terminators=())
+    # No terminators asked for, but a shard that ended on one still said which key it was.
+    return collected.digits or (collected.terminator or "")
 
 
 def _invalid(call: Call) -> None:
