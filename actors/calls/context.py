@@ -7,13 +7,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from actors.calls.media import MediaLibrary
 from actors.kernel import ActorRef
+from actors.media import MediaEngine
 from bus import Bus, BusError
 from mirliton.config import Config
 from protocols.sip import Response, ServerTransaction
 from protocols.sip.transport import TransactionRunner
+from store import Store
 
 __all__ = ["ContactCache", "ShardContext"]
 
@@ -71,6 +75,15 @@ class ShardContext:
     journal: Any = None
     # Ends the calls a killed predecessor left up; run once the shard is advertised.
     end_leftovers: Callable[[], None] | None = None
+    # Media: the shard's engine (one clock for every anchored leg), where prompts and
+    # recordings come from and go to, and the directory recordings are written in.
+    media: MediaEngine | None = None
+    store: Store | None = None
+    library: MediaLibrary | None = None
+    recordings: Path | None = None
+    # Conference members that other shards' legs reach through this one (member call id ->
+    # stream), see ConferenceBridge in actors.calls.conference.
+    remote_members: dict[str, Any] = field(default_factory=dict)
 
     @property
     def node(self) -> str:

@@ -13,7 +13,17 @@ B-legs for every target at once (simultaneous) or endpoint after endpoint (singl
 its own delay and timeout; relays ringing and early media; answers itself with the first B-leg
 that answers, cancels the others and bridges the two; or, when every B-leg failed, reports the
 failure (``CHANNEL_EXECUTE_COMPLETE`` of ``bridge`` with Hangup-Cause and ``sip:<code>``) and
-waits for the next command. SDP goes through unchanged: media flows between the phones.
+waits for the next command.
+
+Media: a call that only bridges passes SDP through (media flows between the phones). A call
+that needs media here is *anchored*: ``answer`` (and any media command on a ringing call) opens
+an RTP stream in the shard's engine and answers with its port; then ``play``/``tts``/
+``tones``, ``play_and_collect_digits``/``collect_digits``, ``record``/``record_call``
+(stored into the store before RECORD_STOP), ``send_dtmf`` and ``conference`` run on it, one
+at a time in the command FIFO, each completing with CHANNEL_EXECUTE_COMPLETE; key presses are
+DTMF events. A bridge from an anchored leg (or one asked for ``Media: process``, or with a
+``record_call`` pending) anchors its B-legs too and relays between the two streams, playing
+ringback meanwhile; re-INVITEs to an anchored leg are answered by the leg itself.
 
 Once bridged, re-INVITE, UPDATE and INFO from either side are relayed to the other through its
 own dialog (hold/unhold), and a BYE from either side ends both legs (Kazoo's
@@ -29,20 +39,38 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors.calls.api import conference_member_leave, conference_member_req
 from actors.calls.causes import cause_for_status, status_for_cause
 from actors.calls.context import ShardContext
 from actors.calls.headers import ORIG_IP, ORIG_PORT, read_ccvs, strip_internal_headers
+from actors.calls.media import MIN_STORED_SECONDS, MediaNotFound, store_recording
 from actors.calls.metrics import CALL_ATTEMPTS, CALL_SETUP_SECONDS, CALLS_ACTIVE, ROUTE_REQ_SECONDS
+from actors.calls.registry import pick_shard, read_shards
 from actors.kernel import Actor, ActorRef, current_call_id
+from actors.media import (
+    DigitsCollected,
+    DtmfReceived,
+    MediaStream,
+    MediaTimeout,
+    PlaybackFinished,
+    PortsExhausted,
+    RecordingFinished,
+    RecordingStarted,
+    RemoteLatched,
+)
 from bus import BusError, RequestTimeout
 from bus.api.call import call_event
 from bus.api.registration import reg_query
 from bus.api.route import route_req, route_win
+from protocols.rtp.tones import RINGBACK, ToneGenerator, ToneSpec, ToneStep
+from protocols.sdp import Answer, SdpParseError, SessionDescription
 from protocols.sip import (
     AckReceived,
     CancelReceived,
@@ -164,6 +192,7 @@ class BAnswered:
     content_type: str | None
     callee_name: str
     callee_number: str
+    stream: MediaStream | None = None  # the B-leg's anchored media, to bridge with the A-leg's
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +256,56 @@ class BridgeTarget:
 
 
 _tokens = itertools.count(1)
+_recording_ids = itertools.count(1)
+_MEDIA_EVENTS = (DtmfReceived, PlaybackFinished, DigitsCollected, RecordingStarted,
+                 RecordingFinished, RemoteLatched, MediaTimeout)
+_ALL_DIGITS = "0123456789*#ABCD"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(slots=True)
+class _Recording:
+    """A recording running on the leg's stream, for its RECORD_STOP."""
+
+    application: str  # record | record_call
+    command: dict[str, Any]
+    op_id: int
+    media_name: str
+
+
+@dataclass(slots=True)
+class _Collect:
+    """A play_and_collect_digits in progress."""
+
+    command: dict[str, Any]
+    prompt: list[Any]
+    failed: list[Any]
+    tries_left: int
+    op_id: int = 0
+    phase: str = "play"
+
+
+def _terminators(msg: dict[str, Any], default: str = "") -> str:
+    value = msg.get("Terminators")
+    if value is None:
+        return default
+    return "".join(str(t) for t in value if str(t) in _ALL_DIGITS)
+
+
+def _tone_pcm(spec: ToneSpec) -> Any:
+    """A finite rendering of a tone (one cadence when it repeats forever), to play it in a
+    sequence with prompts."""
+    import numpy as np
+
+    finite = spec if spec.repeat else ToneSpec(spec.steps, repeat=1, level=spec.level)
+    generator = ToneGenerator(finite)
+    frames: list[Any] = []
+    while len(frames) < 3000:  # a minute at most
+        frame = generator.next_frame()
+        if frame is None:
+            break
+        frames.append(frame)
+    return np.concatenate(frames) if frames else np.zeros(0, dtype=np.int16)
 
 
 def _gregorian(ts: float) -> int:
@@ -267,6 +346,11 @@ class CallLeg(Actor):
         # client transaction -> (origin leg, token) of a request relayed out
         self.relayed_out: dict[ClientTransaction, tuple[ActorRef, int]] = {}
         self._registered = False
+        # Anchored media: the leg's RTP stream in the shard's engine (None: media flows
+        # between the phones, SDP passed through).
+        self.stream: MediaStream | None = None
+        self.recording: _Recording | None = None
+        self.closing = False  # tearing media down: complete what ran, start nothing new
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -339,6 +423,9 @@ class CallLeg(Actor):
         self.stop()
 
     def publish_destroy(self, cause: str, code: str) -> None:
+        # Media first: a recording the hangup ended is stored and its RECORD_STOP published
+        # before the CHANNEL_DESTROY, so whoever waits for it (voicemail) still gets it.
+        self.teardown_media()
         self.ended = True
         if self.answered_at is not None and self.ctx.journal is not None:
             self.ctx.journal.down(self.call_id)
@@ -463,6 +550,8 @@ class CallLeg(Actor):
         if method == "BYE":
             self.ctx.respond(event.transaction, make_response(request, 200))
             self.on_remote_bye()
+        elif method in ("INVITE", "UPDATE") and self.stream is not None:
+            self.reanswer(event.transaction, request)
         elif method in ("INVITE", "UPDATE", "INFO") and self.peer is not None:
             token = next(_tokens)
             self.relayed_in[token] = event.transaction
@@ -517,6 +606,142 @@ class CallLeg(Actor):
     def on_remote_bye(self) -> None:
         raise NotImplementedError
 
+    # -- anchored media (both legs) ------------------------------------------------------------
+
+    def reanswer(self, transaction: ServerTransaction, request: Request) -> None:
+        """A re-INVITE or UPDATE to an anchored leg is answered here, with the same port: the
+        phone moves or holds its side of the stream, the other party is not involved."""
+        assert self.stream is not None
+        if not request.body:
+            # No offer (a session refresh): offer what we have; the ACK may answer it.
+            response = make_response(request, 200)
+            response.headers.add("Contact", self.ctx.contact)
+            response.headers.add("Content-Type", "application/sdp")
+            response.body = self.stream.offer_sdp().to_bytes()
+            self.ctx.respond(transaction, response)
+            return
+        try:
+            answer = self.stream.answer_sdp(request.body)
+        except SdpParseError:
+            self.ctx.respond(transaction, make_response(request, 400, "Bad SDP"))
+            return
+        if not isinstance(answer, Answer):
+            self.ctx.respond(transaction, make_response(request, answer.status))
+            return
+        response = make_response(request, 200)
+        response.headers.add("Contact", self.ctx.contact)
+        response.headers.add("Content-Type", "application/sdp")
+        response.body = answer.sdp.to_bytes()
+        self.ctx.respond(transaction, response)
+        held = answer.streams[0].remote_hold
+        self.event("CHANNEL_HOLD" if held else "CHANNEL_UNHOLD")
+
+    def open_stream(self) -> MediaStream | None:
+        engine = self.ctx.media
+        if engine is None:
+            return None
+        try:
+            return engine.open_stream(owner=self.ref, rtp_timeout=None)
+        except PortsExhausted as error:
+            log.error("no RTP port for this call: %s", error)
+            return None
+
+    def on_media_event(self, event: Any) -> None:
+        if self.stream is None or event.stream_id != self.stream.id:
+            self.on_other_stream_event(event)
+            return
+        if isinstance(event, DtmfReceived):
+            self.event("DTMF", **{"DTMF-Digit": event.digit, "DTMF-Duration": event.duration_ms})
+        elif isinstance(event, RecordingStarted):
+            recording = self.recording
+            if recording is not None and recording.op_id == event.op_id:
+                self.event("RECORD_START", **{"Media-Name": recording.media_name,
+                                              "Application-Name": recording.application})
+        elif isinstance(event, RecordingFinished):
+            self.finish_recording(event)
+        elif isinstance(event, PlaybackFinished | DigitsCollected):
+            self.on_media_done(event)
+        elif isinstance(event, MediaTimeout):
+            log.info("no RTP for %.0fs", event.seconds)
+
+    def on_other_stream_event(self, event: Any) -> None:
+        """Events of a stream other than the leg's own (a conference relay)."""
+
+    def on_media_done(self, event: PlaybackFinished | DigitsCollected) -> None:
+        """A playback or a collect ended (commands run on A-legs only)."""
+
+    def start_recording(self, application: str, msg: dict[str, Any], *,
+                        both_directions: bool = False) -> bool:
+        stream = self.stream
+        recordings = self.ctx.recordings
+        if stream is None or recordings is None:
+            return False
+        media_name = str(msg.get("Media-Name") or f"{application}-{next(_recording_ids)}.wav")
+        safe_call = _UNSAFE.sub("_", self.call_id)[:80]
+        path = recordings / f"{safe_call}-{next(_recording_ids)}-{_UNSAFE.sub('_', media_name)}"
+        silence = msg.get("Silence-Hits")
+        op = stream.record(
+            path,
+            time_limit=float(msg.get("Time-Limit") or 3600),
+            terminators=_terminators(msg, "#") if application == "record" else "",
+            silence_threshold=int(msg.get("Silence-Threshold") or 200),
+            silence_seconds=float(silence) if silence else None,
+            both_directions=both_directions,
+        )
+        self.recording = _Recording(application, msg, op, media_name)
+        return True
+
+    def finish_recording(self, event: RecordingFinished) -> None:
+        recording = self.recording
+        if recording is None or recording.op_id != event.op_id:
+            return
+        self.recording = None
+        destination = recording.command.get("Media-Transfer-Destination")
+        stored = False
+        path = event.path
+        if not event.discarded and path.exists():
+            if destination and event.seconds >= MIN_STORED_SECONDS:
+                try:
+                    stored = store_recording(self.ctx.store, str(destination),
+                                             recording.media_name, path)
+                except ValueError as error:
+                    log.warning("recording not stored: %s", error)
+            if path.exists():
+                path.unlink(missing_ok=True)
+        fields: dict[str, Any] = {
+            "Media-Name": recording.media_name,
+            "Application-Name": recording.application,
+            "Length": int(round(event.seconds * 1000)),
+            "Silence-Terminated": event.reason == "silence",
+            "Reason": event.reason,
+            "Media-Stored": stored,
+        }
+        if event.digit:
+            fields["Terminator"] = event.digit
+        if destination:
+            fields["Media-Transfer-Destination"] = str(destination)
+        log.info("recording %s ended (%s) after %.1fs%s", recording.media_name, event.reason,
+                 event.seconds, ", stored" if stored else "")
+        self.event("RECORD_STOP", **fields)
+        self.on_record_done(recording, event)
+
+    def on_record_done(self, recording: _Recording, event: RecordingFinished) -> None:
+        """The A-leg completes its ``record`` command here."""
+
+    def teardown_media(self) -> None:
+        stream = self.stream
+        if stream is None:
+            return
+        self.stream = None
+        self.closing = True
+        for event in stream.close_now():
+            if isinstance(event, RecordingFinished):
+                self.finish_recording(event)
+        self.teardown_extra_media()
+
+    def teardown_extra_media(self) -> None:
+        """Streams beyond the leg's own (the A-leg's conference relay)."""
+
 
 # -- the A-leg -----------------------------------------------------------------------------------
 
@@ -533,6 +758,7 @@ class _BridgeState:
     winner_call_id: str | None = None
     ringing_sent: bool = False
     cancelling: str | None = None
+    anchored: bool = False  # B-legs get streams of their own, bridged in the shard's engine
 
 
 class ALeg(CallLeg):
@@ -556,6 +782,17 @@ class ALeg(CallLeg):
         self.routed = False
         self.outbound_caller: tuple[str, str] | None = None
         self.reoffer: ClientTransaction | None = None
+        self.bridge_ringing = False
+        # Anchored media: the SDP the caller gets (our port), the offer a bodiless INVITE
+        # got (its answer comes in the ACK), what plays, collects or records.
+        self.local_sdp: bytes | None = None
+        self.late_offer: SessionDescription | None = None
+        self.media_op: tuple[str, int] | None = None
+        self.collect: _Collect | None = None
+        self.pending_record_call: dict[str, Any] | None = None
+        self.conference_id: str | None = None
+        self.relay: MediaStream | None = None  # to a conference mixed by another shard
+        self.relay_queue: str | None = None
 
     def init(self) -> None:
         request = self.invite
@@ -589,6 +826,9 @@ class ALeg(CallLeg):
             if self.retransmission is not None and self.retransmission.ack_received(
                     msg.event.request):
                 self.retransmission = None  # let the 200 OK go: held calls are many
+            self.on_ack_answer(msg.event.request)
+        elif isinstance(msg, _MEDIA_EVENTS):
+            self.on_media_event(msg)
         elif isinstance(msg, SipCancel):
             self.on_cancel()
         elif isinstance(msg, _Retransmit2xx):
@@ -787,7 +1027,7 @@ class ALeg(CallLeg):
         self.advance()
 
     def advance(self) -> None:
-        while self.current is None and self.commands and not self.ended:
+        while self.current is None and self.commands and not self.ended and not self.closing:
             self.execute(self.commands.popleft())
 
     def execute(self, msg: dict[str, Any]) -> None:
@@ -808,8 +1048,363 @@ class ALeg(CallLeg):
 
     def cmd_answer(self, msg: dict[str, Any]) -> bool:
         if self.answered_at is None:
-            self.answer(_inactive_answer(self.invite.body, self.ctx.host), "application/sdp")
+            self.answer_anchored()
         return True
+
+    # -- anchored media ------------------------------------------------------------------------
+
+    def anchor(self) -> str | None:
+        """Open the leg's stream and prepare the SDP the caller gets: an answer to its offer
+        with our port (or, for an INVITE without SDP, our offer). None, or why not."""
+        if self.stream is not None:
+            return None
+        stream = self.open_stream()
+        if stream is None:
+            return "no_media"
+        offer = self.invite.body
+        if not offer:
+            sdp = stream.offer_sdp()
+            self.late_offer = sdp
+            self.local_sdp = sdp.to_bytes()
+        else:
+            try:
+                answer = stream.answer_sdp(offer)
+            except SdpParseError:
+                answer = None
+            if not isinstance(answer, Answer):
+                stream.close()
+                return "incompatible"
+            self.local_sdp = answer.sdp.to_bytes()
+        self.stream = stream
+        return None
+
+    def answer_anchored(self) -> bool:
+        """Answer with the shard's media (prompts, recordings, conferences need it); without a
+        media engine, answer with media inactive until a bridge brings the callee's."""
+        if self.answered_at is not None:
+            return self.stream is not None
+        if self.ctx.media is None:
+            self.answer(_inactive_answer(self.invite.body, self.ctx.host), "application/sdp")
+            return False
+        problem = self.anchor()
+        if problem == "incompatible":
+            log.info("the caller offered no codec we take: 488")
+            self.reject(488, None, "INCOMPATIBLE_DESTINATION")
+            return False
+        if problem is not None:
+            self.reject(503, None, "NORMAL_TEMPORARY_FAILURE")
+            return False
+        return self.answer(self.local_sdp or b"", "application/sdp")
+
+    def on_ack_answer(self, ack: Request) -> None:
+        """The caller's answer to the offer our 200 OK carried (its INVITE had no SDP)."""
+        if self.late_offer is None or self.stream is None or not ack.body:
+            return
+        offer, self.late_offer = self.late_offer, None
+        try:
+            failure = self.stream.accept_answer_sdp(offer, ack.body)
+        except SdpParseError:
+            failure = True  # type: ignore[assignment]
+        if failure is not None:
+            log.warning("the caller's ACK answered our offer with nothing usable: hanging up")
+            self.hangup("INCOMPATIBLE_DESTINATION")
+
+    def media_stream(self, application: str) -> MediaStream | None:
+        """The leg's stream for a media command, answering first when still ringing (as
+        FreeSWITCH's apps that need media do); the command fails when the call is up with
+        its media elsewhere (a bridge with media between the phones)."""
+        if self.stream is None and self.answered_at is None and not self.final_sent:
+            self.answer_anchored()
+        if self.stream is None:
+            if not self.ended:
+                self.complete(application, "FAILURE", Reason="no_media")
+            return None
+        return self.stream
+
+    def done(self, application: str, response: str, **fields: Any) -> None:
+        """An asynchronous command ended: report it and run the next one."""
+        self.current = None
+        if self.ended:
+            return
+        self.complete(application, response, **fields)
+        if not self.closing:
+            self.advance()
+
+    def resolve_media(self, names: Any, language: Any) -> list[Any]:
+        library = self.ctx.library
+        if library is None:
+            raise MediaNotFound("no media library")
+        items = [names] if isinstance(names, str) else list(names or [])
+        if not items:
+            raise MediaNotFound("no media named")
+        return [library.resolve(str(name), str(language) if language else None)
+                for name in items]
+
+    @staticmethod
+    def pcm_of(parts: list[Any]) -> Any:
+        import numpy as np
+
+        pieces = [_tone_pcm(p) if isinstance(p, ToneSpec) else p for p in parts]
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int16)
+
+    def start_output(self, application: str, parts: list[Any], msg: dict[str, Any]) -> bool:
+        stream = self.stream
+        assert stream is not None
+        terminators = _terminators(msg)
+        if len(parts) == 1 and isinstance(parts[0], ToneSpec):
+            op = stream.tone(parts[0], terminators=terminators)
+        else:
+            loops = 0 if msg.get("Endless-Playback") else max(1, int(msg.get("Loop-Count") or 1))
+            op = stream.play(self.pcm_of(parts), loops=loops, terminators=terminators)
+        self.media_op = (application, op)
+        self.current = msg
+        return False
+
+    def cmd_play(self, msg: dict[str, Any]) -> bool:
+        if self.media_stream("play") is None:
+            return False
+        try:
+            parts = self.resolve_media(msg.get("Media-Name"), msg.get("Language"))
+        except MediaNotFound as error:
+            log.warning("play: %s", error)
+            self.complete("play", "FILE NOT PLAYED", Reason="not_found")
+            return False
+        return self.start_output("play", parts, msg)
+
+    def cmd_tts(self, msg: dict[str, Any]) -> bool:
+        if self.media_stream("tts") is None:
+            return False
+        library = self.ctx.library
+        try:
+            if library is None:
+                raise MediaNotFound("no media library")
+            pcm = library.tts(str(msg.get("Text") or ""), msg.get("Language"))
+        except MediaNotFound as error:
+            log.warning("tts: %s", error)
+            self.complete("tts", "FILE NOT PLAYED", Reason="not_found")
+            return False
+        return self.start_output("tts", [pcm], msg)
+
+    def cmd_tones(self, msg: dict[str, Any]) -> bool:
+        if self.media_stream("tones") is None:
+            return False
+        steps: list[ToneStep] = []
+        repeat = 1
+        try:
+            for tone in msg.get("Tones") or []:
+                frequencies = tuple(float(f) for f in tone.get("Frequencies") or [])
+                steps.append(ToneStep(frequencies, int(tone.get("Duration-ON") or 0),
+                                      int(tone.get("Duration-OFF") or 0)))
+                repeat = max(1, int(tone.get("Repeat") or 1))
+        except (TypeError, ValueError, AttributeError):
+            steps = []
+        if not steps or all(step.on_ms + step.off_ms <= 0 for step in steps):
+            self.complete("tones", "FAILURE", Reason="bad_tones")
+            return False
+        return self.start_output("tones", [ToneSpec(tuple(steps), repeat=repeat)], msg)
+
+    def cmd_send_dtmf(self, msg: dict[str, Any]) -> bool:
+        stream = self.media_stream("send_dtmf")
+        if stream is None:
+            return False
+        try:
+            op = stream.send_dtmf(str(msg.get("DTMFs") or ""),
+                                  duration_ms=int(msg.get("Duration") or 100))
+        except ValueError as error:
+            self.complete("send_dtmf", "FAILURE", Reason=str(error))
+            return False
+        self.media_op = ("send_dtmf", op)
+        self.current = msg
+        return False
+
+    def cmd_flush_dtmf(self, msg: dict[str, Any]) -> bool:
+        if self.stream is not None:
+            self.stream.flush_digits()
+        return True
+
+    def cmd_collect_digits(self, msg: dict[str, Any]) -> bool:
+        stream = self.media_stream("collect_digits")
+        if stream is None:
+            return False
+        first = max(0.1, int(msg.get("Timeout") or 5000) / 1000)
+        between = max(0.1, int(msg.get("Interdigit-Timeout") or 3000) / 1000)
+        op = stream.collect_dtmf(max_digits=max(1, int(msg.get("Maximum-Digits") or 1)),
+                                 terminators=_terminators(msg, "#"), timeout=first,
+                                 inter_digit_timeout=between)
+        self.media_op = ("collect_digits", op)
+        self.current = msg
+        return False
+
+    def cmd_play_and_collect_digits(self, msg: dict[str, Any]) -> bool:
+        application = "play_and_collect_digits"
+        if self.media_stream(application) is None:
+            return False
+        try:
+            prompt = self.resolve_media(msg.get("Media-Name"), msg.get("Language"))
+            failed = (self.resolve_media(msg.get("Failed-Media-Name"), msg.get("Language"))
+                      if msg.get("Failed-Media-Name") else [])
+        except MediaNotFound as error:
+            log.warning("%s: %s", application, error)
+            self.complete(application, "", Reason="not_found")
+            return False
+        self.collect = _Collect(msg, prompt, failed, max(1, int(msg.get("Media-Tries") or 1)))
+        self.current = msg
+        self.collect_prompt(self.collect, prompt)
+        return False
+
+    def collect_prompt(self, collect: _Collect, parts: list[Any]) -> None:
+        assert self.stream is not None
+        collect.phase = "play"
+        # Any key stops the prompt; the key stays buffered as the first digit collected.
+        collect.op_id = self.stream.play(self.pcm_of(parts), terminators=_ALL_DIGITS)
+
+    def collect_digits_now(self, collect: _Collect) -> None:
+        assert self.stream is not None
+        msg = collect.command
+        timeout = max(0.1, int(msg.get("Timeout") or 5000) / 1000)
+        collect.phase = "collect"
+        collect.op_id = self.stream.collect_dtmf(
+            max_digits=max(1, int(msg.get("Maximum-Digits") or 1)),
+            terminators=_terminators(msg, "#"), timeout=timeout, inter_digit_timeout=timeout)
+
+    def on_collected(self, collect: _Collect, event: DigitsCollected) -> None:
+        msg = collect.command
+        digits = event.digits
+        regex = str(msg.get("Digits-Regex") or "")
+        try:
+            matches = not regex or re.fullmatch(regex, digits) is not None
+        except re.error:
+            matches = True
+        if digits and len(digits) >= int(msg.get("Minimum-Digits") or 1) and matches:
+            self.collect = None
+            self.done("play_and_collect_digits", digits)
+            return
+        collect.tries_left -= 1
+        if collect.tries_left <= 0 or self.stream is None:
+            self.collect = None
+            self.done("play_and_collect_digits", "", Reason=event.reason)
+            return
+        self.collect_prompt(collect, [*collect.failed, *collect.prompt])
+
+    def on_media_done(self, event: PlaybackFinished | DigitsCollected) -> None:
+        collect = self.collect
+        if collect is not None and event.op_id == collect.op_id:
+            if isinstance(event, PlaybackFinished) and collect.phase == "play":
+                if event.reason in ("done", "terminator"):
+                    self.collect_digits_now(collect)
+            elif isinstance(event, DigitsCollected) and collect.phase == "collect":
+                self.on_collected(collect, event)
+            return
+        if self.media_op is None or self.media_op[1] != event.op_id:
+            return
+        application = self.media_op[0]
+        self.media_op = None
+        if isinstance(event, DigitsCollected):
+            fields: dict[str, Any] = {"Reason": event.reason}
+            if event.terminator:
+                fields["Terminator"] = event.terminator
+            self.done(application, event.digits, **fields)
+            return
+        if event.reason == "done":
+            self.done(application, "FILE PLAYED")
+        elif event.reason == "terminator" and event.digit:
+            self.done(application, event.digit, Terminator=event.digit)
+        else:
+            self.done(application, "FILE NOT PLAYED", Reason=event.reason)
+
+    def cmd_record(self, msg: dict[str, Any]) -> bool:
+        if self.media_stream("record") is None:
+            return False
+        if self.recording is not None:
+            self.complete("record", "FAILURE", Reason="already_recording")
+            return False
+        self.start_recording("record", msg)
+        self.current = msg
+        return False
+
+    def on_record_done(self, recording: _Recording, event: RecordingFinished) -> None:
+        if recording.application == "record" and self.current is recording.command:
+            self.done("record", event.reason, **({"Terminator": event.digit}
+                                                  if event.digit else {}))
+
+    def cmd_record_call(self, msg: dict[str, Any]) -> bool:
+        if msg.get("Record-Action") == "stop":
+            self.pending_record_call = None
+            if (self.stream is not None and self.recording is not None
+                    and self.recording.application == "record_call"):
+                self.stream.stop_record()
+            return True
+        if self.recording is not None:
+            self.complete("record_call", "FAILURE", Reason="already_recording")
+            return False
+        if self.stream is not None:
+            self.start_recording("record_call", msg, both_directions=True)
+        elif self.answered_at is None:
+            # Recorded once the call has media here: the bridge to come is anchored for it.
+            self.pending_record_call = msg
+        else:
+            self.complete("record_call", "FAILURE", Reason="no_media")
+            return False
+        return True
+
+    def cmd_conference(self, msg: dict[str, Any]) -> bool:
+        stream = self.media_stream("conference")
+        if stream is None or self.ctx.media is None:
+            return False
+        if self.peer is not None or self.conference_id is not None:
+            self.complete("conference", "FAILURE", Reason="busy")
+            return False
+        conference_id = str(msg["Conference-ID"])
+        mute, deaf = bool(msg.get("Mute")), bool(msg.get("Deaf"))
+        owner = pick_shard(read_shards(self.ctx.config.data_dir), f"conference:{conference_id}")
+        if owner is None or (owner.shard == self.ctx.shard and owner.pid == os.getpid()):
+            conference = self.ctx.media.conference(conference_id)
+            conference.join(stream)
+            conference.set_flags(stream, mute=mute, deaf=deaf)
+        else:
+            if not self.join_remote_conference(owner.control_queue, conference_id, msg):
+                self.complete("conference", "FAILURE", Reason="conference_unreachable")
+                return False
+        self.conference_id = conference_id
+        log.info("joined conference %s", conference_id)
+        self.complete("conference", "JOINED", **{"Conference-ID": conference_id})
+        return False
+
+    def join_remote_conference(self, queue: str, conference_id: str,
+                               msg: dict[str, Any]) -> bool:
+        """Reach a conference another shard mixes: a member stream there, a relay stream
+        here sending to it, bridged with the caller's stream."""
+        assert self.stream is not None and self.ctx.media is not None
+        relay = self.open_stream()
+        if relay is None:
+            return False
+        request = conference_member_req.build({
+            "Conference-ID": conference_id, "Member-ID": self.call_id, "Call-ID": self.call_id,
+            "Media-Host": relay.local_address[0], "Media-Port": relay.local_port,
+            "Moderator": bool(msg.get("Moderator")), "Mute": bool(msg.get("Mute")),
+            "Deaf": bool(msg.get("Deaf")),
+        })
+        try:
+            reply = self.ctx.bus.request(request, routing_key=queue, timeout=3.0)
+        except BusError as error:
+            log.warning("conference %s: its shard did not answer: %s", conference_id, error)
+            relay.close()
+            return False
+        relay.set_remote(str(reply["Media-Host"]), int(reply["Media-Port"]), codec="PCMU",
+                         payload_type=0, telephone_event_pt=101)
+        self.ctx.media.bridge(self.stream, relay)
+        self.relay, self.relay_queue = relay, queue
+        return True
+
+    def teardown_extra_media(self) -> None:
+        relay, self.relay = self.relay, None
+        if relay is None:
+            return
+        relay.close()
+        if self.relay_queue and self.conference_id:
+            self.ctx.publish(conference_member_leave.build({
+                "Conference-ID": self.conference_id, "Member-ID": self.call_id,
+            }), routing_key=self.relay_queue)
 
     def cmd_ring(self, msg: dict[str, Any]) -> bool:
         self.send_provisional(180)
@@ -896,7 +1491,13 @@ class ALeg(CallLeg):
         if strategy == "simultaneous":
             groups = [[t for group in groups for t in group]]
         generation = next(self._generations)
-        self.bridge = _BridgeState(msg, generation, groups)
+        anchored = self.stream is not None or (
+            self.answered_at is None and self.ctx.media is not None
+            and (self.pending_record_call is not None or msg.get("Media") == "process"))
+        if anchored and self.stream is None and self.anchor() is not None:
+            log.warning("cannot anchor the bridge's media: passing it through")
+            anchored = False
+        self.bridge = _BridgeState(msg, generation, groups, anchored=anchored)
         self.current = msg
         if strategy == "simultaneous" and msg.get("Timeout"):
             self.send_after(float(msg["Timeout"]), _BridgeTimeout(generation))
@@ -941,7 +1542,7 @@ class ALeg(CallLeg):
             return
         bridge.next_group = index + 1
         for target in bridge.groups[index]:
-            leg = BLeg(self.ctx, self.ref, self, target)
+            leg = BLeg(self.ctx, self.ref, self, target, anchored=bridge.anchored)
             ref = self.ctx.start_leg(leg) if self.ctx.start_leg is not None else None
             if ref is None:
                 bridge.failures.append((503, "NORMAL_TEMPORARY_FAILURE"))
@@ -952,7 +1553,23 @@ class ALeg(CallLeg):
 
     def on_b_progress(self, msg: BProgress) -> None:
         bridge = self.bridge
-        if bridge is None or msg.leg not in bridge.legs or self.answered_at is not None:
+        if bridge is None or msg.leg not in bridge.legs:
+            return
+        if bridge.anchored:
+            # The callee's early media stays with its B-leg: the caller hears our ringback.
+            if self.answered_at is None and self.progress_sent < 180:
+                if self.late_offer is None and self.local_sdp:
+                    self.send_provisional(183, self.local_sdp, "application/sdp")
+                    self.event("CHANNEL_PROGRESS_MEDIA", **{"Other-Leg-Call-ID": msg.call_id})
+                else:
+                    self.send_provisional(180)
+                    self.event("CHANNEL_PROGRESS", **{"Other-Leg-Call-ID": msg.call_id})
+            if (self.stream is not None and not self.stream.playing
+                    and self.late_offer is None and not self.bridge_ringing):
+                self.bridge_ringing = True
+                self.stream.tone(RINGBACK)
+            return
+        if self.answered_at is not None:
             return
         if msg.body and self.progress_sent < 183:
             self.send_provisional(183, msg.body, msg.content_type)
@@ -971,7 +1588,20 @@ class ALeg(CallLeg):
         for other in list(bridge.legs):
             if other != msg.leg:
                 other.send(CancelLeg("LOSE_RACE"))
-        if self.answered_at is None:
+        if bridge.anchored and msg.stream is not None and self.stream is not None:
+            if self.answered_at is None and not self.answer(self.local_sdp or b"",
+                                                            "application/sdp"):
+                msg.leg.send(CancelLeg("NORMAL_TEMPORARY_FAILURE"))
+                return
+            if self.bridge_ringing:
+                self.bridge_ringing = False
+                self.stream.stop_playback()
+            assert self.ctx.media is not None
+            self.ctx.media.bridge(self.stream, msg.stream)
+            if self.pending_record_call is not None:
+                pending, self.pending_record_call = self.pending_record_call, None
+                self.start_recording("record_call", pending, both_directions=True)
+        elif self.answered_at is None:
             if not self.answer(msg.body, msg.content_type):
                 msg.leg.send(CancelLeg("NORMAL_TEMPORARY_FAILURE"))
                 return
@@ -1003,6 +1633,9 @@ class ALeg(CallLeg):
             return
         status, cause = _pick_failure(bridge.failures, bridge.cancelling)
         self.bridge = None
+        if self.bridge_ringing and self.stream is not None:
+            self.bridge_ringing = False
+            self.stream.stop_playback()
         self.bridge_failed(status, cause, bridge.command)
 
     def bridge_failed(self, status: int, cause: str, command: dict[str, Any]) -> None:
@@ -1074,7 +1707,7 @@ def _pick_failure(failures: list[tuple[int, str]], cancelling: str | None) -> tu
 
 def _inactive_answer(offer: bytes, host: str) -> bytes:
     """An SDP answer that accepts the caller's first audio codec with media inactive: the call
-    is answered but no media flows until it is bridged (media anchoring is a later issue)."""
+    is answered but no media flows until it is bridged (a shard without a media engine)."""
     payload = "0"
     for line in offer.decode("latin-1").splitlines():
         if line.startswith("m=audio"):
@@ -1102,8 +1735,11 @@ class BLeg(CallLeg):
 
     direction = "outbound"
 
-    def __init__(self, ctx: ShardContext, a_ref: ActorRef, a_leg: ALeg, target: BridgeTarget) -> None:
+    def __init__(self, ctx: ShardContext, a_ref: ActorRef, a_leg: ALeg, target: BridgeTarget,
+                 *, anchored: bool = False) -> None:
         super().__init__(ctx)
+        self.anchored = anchored
+        self.local_offer: SessionDescription | None = None
         self.a_ref = a_ref
         self.a_call_id = a_leg.call_id
         self.target = target
@@ -1176,6 +1812,8 @@ class BLeg(CallLeg):
             self.on_relay(msg)
         elif isinstance(msg, RelayAnswer):
             self.on_relay_answer(msg)
+        elif isinstance(msg, _MEDIA_EVENTS):
+            self.on_media_event(msg)
         elif isinstance(msg, SipAck):
             pass
         else:
@@ -1206,7 +1844,17 @@ class BLeg(CallLeg):
         headers.add("Contact", self.ctx.contact)
         headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO")
         headers.add("User-Agent", "mirliton")
-        if self.offer:
+        if self.anchored:
+            # Media anchored in the shard: the callee gets our port, not the caller's.
+            stream = self.open_stream()
+            if stream is None:
+                self.fail(503, "NORMAL_TEMPORARY_FAILURE")
+                return
+            self.stream = stream
+            self.local_offer = stream.offer_sdp()
+            headers.add("Content-Type", "application/sdp")
+            request.body = self.local_offer.to_bytes()
+        elif self.offer:
             headers.add("Content-Type", self.offer_type)
             request.body = self.offer
         self.invite = request
@@ -1244,6 +1892,16 @@ class BLeg(CallLeg):
             self.fail(502, "NETWORK_OUT_OF_ORDER")
             return
         self.send_ack(self.dialog.create_ack(self.invite, via=self.via()))
+        if self.stream is not None and self.local_offer is not None:
+            try:
+                failure = self.stream.accept_answer_sdp(self.local_offer, response.body)
+            except SdpParseError:
+                failure = True  # type: ignore[assignment]
+            if failure is not None:
+                log.warning("the callee answered our offer with nothing usable")
+                self.send_in_dialog("BYE")
+                self.fail(488, "INCOMPATIBLE_DESTINATION")
+                return
         self.answered_at = time.time()
         self.event("CHANNEL_ANSWER")
         self._update_channel()
@@ -1255,7 +1913,8 @@ class BLeg(CallLeg):
             return
         name, number = _display(response.to)
         self.a_ref.send(BAnswered(self.ref, self.call_id, response.body, response.content_type,
-                                  name or self.callee_name, number or self.callee_number))
+                                  name or self.callee_name, number or self.callee_number,
+                                  self.stream))
 
     def cancel(self, cause: str) -> None:
         if self.cancel_cause is not None or self.ended:

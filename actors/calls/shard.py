@@ -22,7 +22,7 @@ from typing import Any
 
 import gevent
 
-from actors.calls.api import CHANNELS_ROUTING_KEY, channels_resp
+from actors.calls.api import CHANNELS_ROUTING_KEY, channels_resp, conference_member_resp
 from actors.calls.context import ShardContext
 from actors.calls.journal import DialogJournal, bye_request, restore_dialog
 from actors.calls.legs import (
@@ -37,6 +37,7 @@ from actors.calls.legs import (
 )
 from actors.calls.registry import ShardInfo, advertise, withdraw
 from actors.kernel import Actor, ActorRef, current_call_id
+from actors.media import MediaTimeout, PortsExhausted
 from bus import Binding, Delivery, Message
 from bus.api.call import call_event
 from protocols.sip import (
@@ -60,6 +61,10 @@ from supervisors.local import Supervisor, SupervisorError
 __all__ = ["LegSupervisor", "ShardSipActor"]
 
 log = logging.getLogger("mirliton.calls.shard")
+
+# A remote conference member's relay sends the phone's RTP all the time: this long without
+# a packet means the leg that asked for it is gone.
+REMOTE_MEMBER_RTP_TIMEOUT = 30.0
 
 
 class LegSupervisor(Supervisor):
@@ -246,6 +251,9 @@ class ShardSipActor(Actor):
     # -- bus -----------------------------------------------------------------------------------
 
     def _on_bus(self, msg: Message, delivery: Delivery) -> None:
+        if msg.get("Event-Category") == "conference":
+            self._on_conference(msg)
+            return
         if msg.get("Event-Name") in ("reg_success", "reg_flush"):
             self.ctx.contacts.forget(str(msg.get("Realm") or ""), msg.get("Username"))
             return
@@ -265,3 +273,50 @@ class ShardSipActor(Actor):
             log.info("command %s for unknown call %s dropped", msg.get("Application-Name"), call_id)
             return
         leg.send(Command(dict(msg)))
+
+    # -- conferences other shards' legs join through this one ---------------------------------
+
+    def _on_conference(self, msg: Message) -> None:
+        ctx = self.ctx
+        member = str(msg.get("Member-ID") or "")
+        current_call_id.set(member or None)
+        if msg.get("Event-Name") == "member_leave":
+            stream = ctx.remote_members.pop(member, None)
+            if stream is not None:
+                stream.close()
+                log.info("remote member left conference %s", msg.get("Conference-ID"))
+            return
+        if msg.get("Event-Name") != "member_req" or ctx.media is None:
+            return
+        old = ctx.remote_members.pop(member, None)
+        if old is not None:
+            old.close()
+
+        def on_event(event: Any) -> None:
+            # The asking shard went away without saying so (killed): its relay stopped.
+            held = ctx.remote_members.get(member)
+            if isinstance(event, MediaTimeout) and held is not None and held.id == event.stream_id:
+                del ctx.remote_members[member]
+                held.close()
+                log.info("remote conference member %s timed out", member)
+
+        try:
+            stream = ctx.media.open_stream(owner=on_event, latch=False,
+                                           rtp_timeout=REMOTE_MEMBER_RTP_TIMEOUT)
+        except PortsExhausted as error:
+            log.error("no RTP port for a remote conference member: %s", error)
+            return
+        stream.set_remote(str(msg["Media-Host"]), int(msg["Media-Port"]), codec="PCMU",
+                          payload_type=0, telephone_event_pt=101)
+        conference = ctx.media.conference(str(msg["Conference-ID"]))
+        conference.join(stream)
+        conference.set_flags(stream, mute=bool(msg.get("Mute")), deaf=bool(msg.get("Deaf")))
+        ctx.remote_members[member] = stream
+        log.info("remote member joined conference %s", msg.get("Conference-ID"))
+        try:
+            ctx.bus.reply(msg, conference_member_resp.build({
+                "Media-Host": stream.local_address[0], "Media-Port": stream.local_port}))
+        except Exception as error:  # noqa: BLE001 - the asking leg gives up and hangs up
+            log.warning("cannot answer a conference member request: %s", error)
+            ctx.remote_members.pop(member, None)
+            stream.close()

@@ -511,6 +511,16 @@ class MediaStream:
             "remote_fraction_lost": self.remote_fraction_lost,
         }
 
+    def close_now(self) -> list[MediaEvent]:
+        """Close, and hand back this stream's undelivered events (the ``closed`` ends of what
+        ran) instead of sending them to the owner: an owner that is going away takes care of
+        them itself (a call leg storing the recording a hangup ended before it reports the
+        call's end)."""
+        self.close()
+        mine = [event for stream, event in self.engine._events if stream is self]
+        self.engine._events = [(s, e) for s, e in self.engine._events if s is not self]
+        return mine
+
     def close(self) -> None:
         """Stop everything (events with reason ``closed``), leave bridge and conference,
         release the port."""
@@ -984,6 +994,17 @@ class Conference:
         self.engine = engine
         self.name = name
         self.members: list[MediaStream] = []
+        self.muted: set[int] = set()  # stream ids heard by nobody
+        self.deaf: set[int] = set()  # stream ids sent nothing
+
+    def set_flags(self, stream: MediaStream, *, mute: bool | None = None,
+                  deaf: bool | None = None) -> None:
+        """Mute (the others stop hearing this member) or deafen (it stops hearing them)."""
+        for flag, members in ((mute, self.muted), (deaf, self.deaf)):
+            if flag is True:
+                members.add(stream.id)
+            elif flag is False:
+                members.discard(stream.id)
 
     def join(self, stream: MediaStream) -> None:
         # A conference left empty is dropped from the engine; joining it again brings it back.
@@ -1003,6 +1024,8 @@ class Conference:
             self.members.remove(stream)
         if stream.conference is self:
             stream.conference = None
+        self.muted.discard(stream.id)
+        self.deaf.discard(stream.id)
         if not self.members:
             self.engine._conferences.pop(self.name, None)
 
@@ -1011,10 +1034,14 @@ class Conference:
         if not members:
             return
         inputs = np.stack([m._last_in for m in members]).astype(np.int32)
+        if self.muted:
+            for index, member in enumerate(members):
+                if member.id in self.muted:
+                    inputs[index] = 0
         total = inputs.sum(axis=0)
         mixed = np.clip(total - inputs, -32768, 32767).astype(np.int16)
         for member, pcm in zip(members, mixed, strict=True):
-            if member._output is None:
+            if member._output is None and member.id not in self.deaf:
                 member._send_frame(encode(member.codec, pcm), member.payload_type, now=now)
 
 

@@ -234,6 +234,10 @@ def main() -> int:
                             op = pj.CallOpParam(True)
                             op.opt.flag = pj.PJSUA_CALL_UNHOLD
                             call.reinvite(op)
+                elif name == "dtmf":
+                    for call in phone.calls:
+                        if call.isActive():
+                            call.dialDtmf(str(command["digits"]))  # RFC 4733 when offered
                 elif name == "quit":
                     running = False
             except pj.Error as error:

@@ -12,105 +12,20 @@ the Control-Queue and watches the call events. Real phones (pjsua2) through a re
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.calls.conftest import PBX, Phone, start_pbx, stop_pbx, wait_until
+from tests.calls.fake_app import FakeApp
+from tests.calls.fake_app import complete as _complete
 
 pytestmark = pytest.mark.timeout(300)
 
 REALM = "control.example.com"
 ROLES_WITHOUT_CALLFLOW = ["ops", "registrar", "edge", "cdr", "calls"]
-
-
-class FakeApp:
-    """What the callflow app does on the bus, scripted by the test. Its bus lives in a thread
-    of its own running a gevent hub, so it answers route_req while the test waits on phones."""
-
-    def __init__(self, pbx: PBX) -> None:
-        self.pbx = pbx
-        self.events: list[dict[str, Any]] = []
-        self.wins: dict[str, dict[str, Any]] = {}
-        self.lock = threading.Lock()
-        self.outbox: queue.Queue[tuple[dict[str, Any], str] | None] = queue.Queue()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        assert self.ready.wait(30), "the fake app's bus did not start"
-
-    def _run(self) -> None:
-        import gevent
-
-        from bus import Binding, connect
-        from bus.api.route import route_resp
-
-        bus = connect(self.pbx.node.env["MIRLITON_BUS__URL"], node="control-test",
-                      data_dir=self.pbx.node.data_dir)
-
-        def on_route_req(msg: dict[str, Any], delivery: Any) -> None:
-            bus.reply(msg, route_resp.build({"Method": "park"}))
-
-        def on_route_win(msg: dict[str, Any], delivery: Any) -> None:
-            with self.lock:
-                self.wins[str(msg["Call-ID"])] = msg
-
-        def on_event(msg: dict[str, Any], delivery: Any) -> None:
-            with self.lock:
-                self.events.append(msg)
-
-        bus.consume([Binding("callmgr", "route.req.#")], on_route_req)
-        bus.on_targeted([("dialplan", "route_win")], on_route_win)
-        bus.consume([Binding("callevt", "call.*.*")], on_event)
-        self.ready.set()
-        try:
-            while True:
-                try:
-                    item = self.outbox.get_nowait()
-                except queue.Empty:
-                    gevent.sleep(0.01)
-                    continue
-                if item is None:
-                    return
-                bus.publish(item[0], routing_key=item[1])
-        finally:
-            bus.close()
-
-    def command(self, call_id: str, application: str, **fields: Any) -> None:
-        from bus.api.dialplan import COMMANDS
-
-        with self.lock:
-            win = self.wins[call_id]
-        self.outbox.put((COMMANDS[application].build({"Call-ID": call_id, **fields}),
-                         str(win["Control-Queue"])))
-
-    def routed(self, call_id: str) -> bool:
-        with self.lock:
-            return call_id in self.wins
-
-    def seen(self, call_id: str, predicate: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
-        with self.lock:
-            return [e for e in self.events if e.get("Call-ID") == call_id and predicate(e)]
-
-    def wait(self, call_id: str, predicate: Callable[[dict[str, Any]], bool], what: str,
-             count: int = 1, timeout: float = 20.0) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = wait_until(
-            lambda: (lambda got: got if len(got) >= count else None)(self.seen(call_id, predicate)),
-            timeout=timeout, interval=0.05, what=what)
-        return found
-
-    def close(self) -> None:
-        self.outbox.put(None)
-        self.thread.join(10)
-
-
-def _complete(application: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda e: (e.get("Event-Name") == "CHANNEL_EXECUTE_COMPLETE"
-                      and e.get("Application-Name") == application)
 
 
 @pytest.fixture(scope="module")
