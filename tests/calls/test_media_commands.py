@@ -251,7 +251,7 @@ def test_conference_across_shards(pbx: PBX, app: FakeApp, tmp_path: Path,
     import time
 
     time.sleep(4.0)
-    for user, phone in members.items():
+    for phone in members.values():
         phone.send(cmd="hangup")
         phone.state("DISCONNECTED")
         phone.stop()
