@@ -971,6 +971,9 @@ class ALeg(CallLeg):
         self.send_after(0.5, _Retransmit2xx())
         self.event("CHANNEL_ANSWER")
         self._update_channel()
+        # Journaled from the answer on (not only once bridged): a call in a prompt, a
+        # voicemail or a conference is hung up and recorded by the shard's successor too.
+        self.journal_up()
         return True
 
     def set_peer(self, peer: ActorRef, peer_call_id: str) -> None:

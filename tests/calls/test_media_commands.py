@@ -11,7 +11,9 @@ pjsua2 phones through a real node (2 calls shards); audio checked by FFT.
   RECORD_STOP comes before the CHANNEL_DESTROY;
 - a ``bridge`` after an ``answer`` anchors the callee too: both phones hear each other
   through the shard;
-- ``conference``: three phones on whichever shards, each hears the other two, not itself.
+- ``conference``: three phones on whichever shards, each hears the other two, not itself;
+- ``kill -9`` of the shard during a recording: the phone is hung up, the call recorded as
+  lost, and the recording is stored whole or not at all (a partial file is dropped).
 """
 
 from __future__ import annotations
@@ -262,3 +264,48 @@ def test_conference_across_shards(pbx: PBX, app: FakeApp, tmp_path: Path,
             assert _has_frequency(phone.recording, tone), f"{user} did not hear {tone} Hz"
         assert not _has_frequency(phone.recording, tones[user], share=0.02), (
             f"{user} heard itself")
+
+
+def test_kill_9_of_the_shard_during_a_recording(pbx: PBX, app: FakeApp, tmp_path: Path,
+                                                phones: list[Phone]) -> None:
+    import os
+    import signal
+    import time
+
+    from store import NotFound
+    from store.kazoo import encode_db_name, modb_doc_id, modb_name
+
+    caller = Phone(pbx, "1001", tmp_path, record=False)
+    phones.append(caller)
+    call_id = _answered(pbx, app, caller)
+    db, doc_id = modb_name(pbx.account_id), modb_doc_id()
+    app.command(call_id, "record", **{
+        "Media-Name": "killed.wav", "Time-Limit": 60,
+        "Media-Transfer-Destination": f"store://{encode_db_name(db)}/{doc_id}"})
+    app.wait(call_id, _event("RECORD_START"), "the recording started")
+    time.sleep(2.0)
+    shard = next(int(r["shard"]) for r in pbx.calls() if r["call_id"] == call_id)
+    recordings = pbx.node.data_dir / "recordings" / f"shard{shard}"
+    assert list(recordings.glob("*.wav.part")), "no partial recording on disk"
+    old = int(pbx.node.child("calls", f"shard{shard}")["pid"])
+    os.kill(old, signal.SIGKILL)
+
+    def restarted() -> bool:
+        child = pbx.node.child("calls", f"shard{shard}")
+        return bool(child.get("pid") and child["pid"] != old and child.get("state") == "running")
+
+    wait_until(restarted, timeout=30, what="the shard restarted")
+    caller.state("DISCONNECTED")  # the successor hangs up what the killed shard held
+    assert pbx.cdr(call_id)["hangup_cause"] == "NORMAL_TEMPORARY_FAILURE"
+    assert not list(recordings.glob("*.part")), "the partial recording was left behind"
+    assert not app.seen(call_id, _event("RECORD_STOP"))
+    with pbx.store() as store:
+        try:
+            doc = store.get(db, doc_id)
+        except NotFound:
+            doc = None
+        if doc is not None:  # stored only whole
+            data, _ = store.get_attachment(db, doc_id, "killed.wav")
+            (tmp_path / "check.wav").write_bytes(data)
+            with wave.open(str(tmp_path / "check.wav")) as wav:
+                assert wav.getnframes() > 0
