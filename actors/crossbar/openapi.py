@@ -25,6 +25,7 @@ ERROR_CODES = {
     "409": "Stale revision or a conflicting change",
     "413": "Body too large",
     "415": "Unsupported content type",
+    "416": "The byte range asked for starts past the end (Content-Range: bytes */<length>)",
     "503": "Datastore unavailable",
 }
 
@@ -50,6 +51,12 @@ _LISTING_PARAMETERS: list[dict[str, Any]] = [
     {"name": "created_to", "in": "query", "required": False,
      "schema": {"type": "integer", "minimum": 0}, "description": "Gregorian seconds"},
 ]
+
+
+_RANGE_HEADER: dict[str, Any] = {
+    "name": "Range", "in": "header", "required": False, "schema": {"type": "string"},
+    "description": "One byte range, bytes=first-[last] or bytes=-suffix; anything else is ignored",
+}
 
 
 def _envelope_schemas() -> dict[str, Any]:
@@ -165,8 +172,9 @@ def build_openapi(routes: list[RouteSpec], *, version: str = "0.1.0") -> dict[st
                 "security": [{"auth_token": []}, {"basic": []}] if op.auth else [],
                 "responses": {},
             }
-            if op.listing or op.query:
-                operation["parameters"] = [*(_LISTING_PARAMETERS if op.listing else []), *op.query]
+            if op.listing or op.query or op.ranges:
+                operation["parameters"] = [*(_LISTING_PARAMETERS if op.listing else []), *op.query,
+                                           *([_RANGE_HEADER] if op.ranges else [])]
             if op.request == "binary":
                 operation["requestBody"] = {
                     "required": True,
@@ -188,6 +196,9 @@ def build_openapi(routes: list[RouteSpec], *, version: str = "0.1.0") -> dict[st
                 else:
                     content = {"application/json": {"schema": {"type": "object"}}}
                 operation["responses"][str(op.success)] = {"description": "OK", "content": content}
+                if op.ranges:
+                    operation["responses"]["206"] = {"description": "The byte range asked for (Content-Range)",
+                                                     "content": content}
             else:
                 operation["responses"][str(op.success)] = {
                     "description": "Success envelope",

@@ -32,6 +32,7 @@ from actors.crossbar.errors import (
     UnsupportedMediaType,
 )
 from actors.crossbar.live import LiveAnswer, LiveQueries
+from actors.crossbar.ranges import RangeNotSatisfiable, byte_range, content_range, slice_chunks
 from actors.crossbar.schemas import document_schema
 from actors.crossbar.service import (
     ACCOUNT_RESOURCES,
@@ -68,6 +69,8 @@ class Operation:
     query: tuple[dict[str, Any], ...] = ()
     # Content types of a binary response (default: the media upload types).
     content: tuple[str, ...] = ()
+    # A binary response that honours Range (206 Partial Content, 416).
+    ranges: bool = False
 
 
 @dataclass(frozen=True)
@@ -383,10 +386,22 @@ class MediaRaw:
             finally:
                 reader.close()
 
+        try:
+            span = byte_range(req.get_header("Range"), reader.length)
+        except RangeNotSatisfiable:
+            reader.close()
+            raise
         resp.content_type = reader.content_type
-        resp.content_length = reader.length
+        resp.set_header("Accept-Ranges", "bytes")
         resp.set_header("X-Request-ID", req.context.request_id)
-        resp.stream = chunks()
+        if span is None:
+            resp.content_length = reader.length
+            resp.stream = chunks()
+            return
+        resp.status = falcon.HTTP_206
+        resp.set_header("Content-Range", content_range(span, reader.length))
+        resp.content_length = span[1] - span[0] + 1
+        resp.stream = slice_chunks(chunks(), span)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: str, doc_id: str) -> None:
         account = self.api.service.authorize(
@@ -614,9 +629,16 @@ class VmboxMessageRaw:
         else:
             data = convert(data, fmt)
             content_type = fmt.content_type
+        span = byte_range(req.get_header("Range"), len(data))
         resp.content_type = content_type
         resp.set_header("Content-Disposition", f'attachment; filename="{_message_filename(box, doc, fmt.extension)}"')
-        resp.data = data
+        resp.set_header("Accept-Ranges", "bytes")
+        if span is None:
+            resp.data = data
+            return
+        resp.status = falcon.HTTP_206
+        resp.set_header("Content-Range", content_range(span, len(data)))
+        resp.data = data[span[0]:span[1] + 1]
 
 
 def _message_filename(box: dict[str, Any], doc: dict[str, Any], extension: str) -> str:
@@ -717,7 +739,8 @@ def build_routes(api: Api, openapi: Callable[[], dict[str, Any]]) -> list[RouteS
         }))
     routes += [
         RouteSpec(f"{acc}/media/{{doc_id}}/raw", MediaRaw(api), {
-            "GET": Operation("Download the media's audio", None, None),
+            "GET": Operation("Download the media's audio (one byte range with Range: bytes=...)", None, None,
+                             ranges=True),
             "POST": Operation("Upload the media's audio (raw body, Content-Type audio/...)", "binary", _doc("media")),
         }),
         RouteSpec(f"{acc}/vmboxes/{{doc_id}}/messages", VmboxMessages(api), {
@@ -738,7 +761,7 @@ def build_routes(api: Api, openapi: Callable[[], dict[str, Any]]) -> list[RouteS
         RouteSpec(f"{acc}/vmboxes/{{doc_id}}/messages/{{msg_id}}/raw", VmboxMessageRaw(api), {
             "GET": Operation("Download a message's audio: WAV (16-bit PCM, 8 kHz mono) unless the box's "
                              "media_extension, the Accept header or ?accept= asks for another format",
-                             None, None, query=(_ACCEPT_QUERY,),
+                             None, None, query=(_ACCEPT_QUERY,), ranges=True,
                              content=tuple(f.content_type for f in FORMATS.values())),
         }),
         RouteSpec(f"{acc}/cdrs", Cdrs(api), {

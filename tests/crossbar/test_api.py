@@ -428,6 +428,31 @@ def test_media_audio_upload_and_download(tree: Tree) -> None:
     assert client.get(raw).content == audio
 
 
+def test_media_audio_byte_ranges(tree: Tree) -> None:
+    """What an <audio> element seeking asks for: one range, 206 with Content-Range (spanning
+    the store's 64 KiB chunks); past the end 416; anything else the whole audio."""
+    client, base = tree.clients["A"], f"{tree.account_path('A')}/media"
+    media = created(client.put(base, SAMPLES["media"]))
+    raw = f"{base}/{media['id']}/raw"
+    audio = bytes(range(256)) * 1000
+    ok(client.request("POST", raw, body=audio, headers={"Content-Type": "audio/x-wav"}))
+    assert client.get(raw).headers["Accept-Ranges"] == "bytes"
+    for header, (first, last) in (("bytes=0-99", (0, 99)), ("bytes=65000-70000", (65000, 70000)),
+                                  ("bytes=200000-", (200000, 255999)), ("bytes=-10", (255990, 255999)),
+                                  ("bytes=255000-999999", (255000, 255999))):
+        part = client.get(raw, headers={"Range": header})
+        assert part.status_code == 206, (header, part.text)
+        assert part.content == audio[first:last + 1], header
+        assert part.headers["Content-Range"] == f"bytes {first}-{last}/{len(audio)}"
+        assert part.headers["Content-Length"] == str(last - first + 1)
+    past = client.get(raw, headers={"Range": "bytes=256000-"})
+    assert past.status_code == 416 and past.json["error_id"] == "range_not_satisfiable"
+    assert past.headers["Content-Range"] == f"bytes */{len(audio)}"
+    for ignored in ("bytes=0-1,5-9", "bytes=9-1", "items=0-9", "bytes=x-"):
+        whole = client.get(raw, headers={"Range": ignored})
+        assert whole.status_code == 200 and whole.content == audio, ignored
+
+
 def test_media_upload_limit(tree: Tree) -> None:
     tree.app.service.max_media_bytes = 1000
     client, base = tree.clients["A"], f"{tree.account_path('A')}/media"

@@ -170,6 +170,18 @@ def test_raw_is_the_stored_wav_byte_for_byte(tree: Tree, audio: bytes) -> None:
         assert parsed.getnframes() == 8000
 
 
+def test_raw_byte_ranges(tree: Tree, audio: bytes) -> None:
+    client, base, account = tree.clients["A"], tree.account_path("A"), tree.ids["A"]
+    box = _box(client, base, "3001", media_extension="wav")
+    raw = f"{base}/vmboxes/{box['id']}/messages/{leave_message(tree.store, account, box, audio)}/raw"
+    part = client.get(raw, headers={"Range": "bytes=44-"})  # the samples, past the WAV header
+    assert part.status_code == 206 and part.content == audio[44:]
+    assert part.headers["Content-Range"] == f"bytes 44-{len(audio) - 1}/{len(audio)}"
+    assert part.headers["Content-Type"] == "audio/wav"
+    refused = client.get(raw, headers={"Range": f"bytes={len(audio)}-"})
+    assert refused.status_code == 416 and refused.json["error_id"] == "range_not_satisfiable"
+
+
 def test_raw_in_the_box_format(tree: Tree, audio: bytes) -> None:
     """Boxes default to Kazoo's mp3: converted by sox when it can write mp3, else a 406 naming
     why (never WAV bytes presented as mp3); a client asking for WAV always gets it."""
