@@ -63,7 +63,9 @@ class BusNotifier:
             "Rev": doc.get("_rev"),
             "Date-Created": doc.get("pvt_created"),
             "Date-Modified": doc.get("pvt_modified"),
-            "Is-Soft-Deleted": True if event == "doc_deleted" else None,
+            # A soft delete leaves the document with pvt_deleted; a hard one (a voicemail
+            # message with hard=true) removes it.
+            "Is-Soft-Deleted": bool(doc.get("pvt_deleted")) if event == "doc_deleted" else None,
         }
         account_id = doc.get("pvt_account_id")
         if isinstance(account_id, str):

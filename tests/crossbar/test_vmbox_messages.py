@@ -94,6 +94,11 @@ def test_list_read_move_and_delete(tree: Tree, audio: bytes) -> None:
     assert gone.status_code == 404 and gone.json["error_id"] == "bad_identifier"
     assert client.get(f"{messages}/{second}/raw").status_code == 404
     assert ok(client.get(messages, params={"folder": "deleted"})) == []
+    # Changes are announced like every other document's.
+    events = [(event, db, doc["metadata"]["folder"]) for event, db, doc in tree.notifier.events
+              if doc.get("_id") == second]
+    assert events == [("doc_edited", message_db(account, second), "deleted"),
+                      ("doc_deleted", message_db(account, second), "deleted")]
 
     # Paging as everywhere else.
     page = client.get(messages, params={"page_size": "1", "folder": "new"}).json
