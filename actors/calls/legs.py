@@ -164,6 +164,11 @@ class _NoAnswer:
 
 
 @dataclass(frozen=True, slots=True)
+class _ParkTimeout:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class _BridgeTimeout:
     generation: int
 
@@ -780,6 +785,7 @@ class ALeg(CallLeg):
         self.final_sent = False
         self.progress_sent = 0
         self.routed = False
+        self.commanded = False  # a command came (the app that won the route is alive)
         self.outbound_caller: tuple[str, str] | None = None
         self.reoffer: ClientTransaction | None = None
         self.bridge_ringing = False
@@ -833,6 +839,11 @@ class ALeg(CallLeg):
             self.on_cancel()
         elif isinstance(msg, _Retransmit2xx):
             self.retransmit_2xx()
+        elif isinstance(msg, _ParkTimeout):
+            if not self.commanded and not self.ended:
+                log.warning("no command within %.0fs of route_win: hanging up",
+                            self.ctx.config.calls.park_timeout)
+                self.hangup("RECOVERY_ON_TIMER_EXPIRE")
         elif isinstance(msg, BProgress):
             self.on_b_progress(msg)
         elif isinstance(msg, BAnswered):
@@ -917,6 +928,7 @@ class ALeg(CallLeg):
                 "Control-Queue": self.ctx.control_queue,
                 "Custom-Channel-Vars": dict(self.ccvs),
             }), exchange="targeted", routing_key=str(server_id))
+        self.send_after(self.ctx.config.calls.park_timeout, _ParkTimeout())
         if method == "bridge" and reply.get("Routes"):
             self.on_command({"Application-Name": "bridge", "Call-ID": self.call_id,
                              "Endpoints": reply["Routes"]})
@@ -1012,6 +1024,7 @@ class ALeg(CallLeg):
     def on_command(self, msg: dict[str, Any]) -> None:
         if self.ended:
             return
+        self.commanded = True
         insert_at = msg.get("Insert-At") or "tail"
         if msg.get("Application-Name") == "queue":
             for command in msg.get("Commands") or []:

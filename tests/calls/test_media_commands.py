@@ -32,11 +32,13 @@ pytestmark = pytest.mark.timeout(300)
 
 REALM = "media.example.com"
 ROLES_WITHOUT_CALLFLOW = ["ops", "registrar", "edge", "cdr", "calls"]
+PARK_TIMEOUT = 8.0
 
 
 @pytest.fixture(scope="module")
 def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PBX]:
-    pbx = start_pbx(tmp_path_factory.mktemp("media"), roles=ROLES_WITHOUT_CALLFLOW)
+    pbx = start_pbx(tmp_path_factory.mktemp("media"), roles=ROLES_WITHOUT_CALLFLOW,
+                    MIRLITON_CALLS__PARK_TIMEOUT=str(PARK_TIMEOUT))
     try:
         pbx.provision(REALM, ["1001", "1002", "1003", "2001"])
         yield pbx
@@ -309,3 +311,16 @@ def test_kill_9_of_the_shard_during_a_recording(pbx: PBX, app: FakeApp, tmp_path
             (tmp_path / "check.wav").write_bytes(data)
             with wave.open(str(tmp_path / "check.wav")) as wav:
                 assert wav.getnframes() > 0
+
+
+def test_a_routed_call_nobody_commands_is_hung_up(pbx: PBX, app: FakeApp, tmp_path: Path,
+                                                  phones: list[Phone]) -> None:
+    """The app that won the route died before its first command: the call does not ring
+    forever (FreeSWITCH's park_timeout)."""
+    caller = Phone(pbx, "1002", tmp_path, record=False)
+    phones.append(caller)
+    call_id = _routed_call(pbx, app, caller)
+    ended = caller.state("DISCONNECTED", timeout=PARK_TIMEOUT + 20)
+    assert ended["code"] == 408
+    destroy = app.wait(call_id, _event("CHANNEL_DESTROY"), "the call's end")[0]
+    assert destroy["Hangup-Cause"] == "RECOVERY_ON_TIMER_EXPIRE"
