@@ -3,6 +3,7 @@ registered as a device. Driven by SIPp (bench/sipp/calls_uac.xml, calls_uas.xml)
 
     python bench/calls.py [--json] [--duration 30] [--runs 3] [--rates 25,35,50,70,100,150]
                           [--search-duration 10] [--hold-calls 2000] [--hold-rate 25]
+                          [--memory-only] [--tracemalloc]
 
 A node with the registrar, edge (dispatching calls), callflow, cdr and calls roles (2 shards)
 runs on the embedded defaults in a temporary data dir. The callee is a SIPp UAS that
@@ -21,6 +22,9 @@ one address.
    and held; the resident memory
    of the calls shard processes (RSS, summed) is read before and once they are all
    established; reported as (RSS delta) / calls, in KB. The edge's delta is reported apart.
+   ``--memory-only`` stops there. ``--tracemalloc`` also traces the node's allocations
+   (slower; bench/_memtrace.py) and reports the files and lines its memory grew at, in
+   bytes per held call: what a held call is made of.
 
 With ``--json`` the last line printed is one JSON object.
 """
@@ -41,6 +45,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from _memtrace import hook_dir, snapshot, top_differences
 
 ROOT = Path(__file__).resolve().parents[1]
 SIPP_DIR = ROOT / "bench" / "sipp"
@@ -78,8 +84,9 @@ def _rss_kb(pid: int) -> int:
 
 
 class BenchNode:
-    def __init__(self, workdir: Path, shards: int) -> None:
+    def __init__(self, workdir: Path, shards: int, tracemalloc_hook: Path | None = None) -> None:
         self.data_dir = workdir / "node"
+        self.tracemalloc_hook = tracemalloc_hook
         self.sip_port = _free_sip_port()
         self.ops_port = _free_port(socket.SOCK_STREAM)
         self.env = {
@@ -94,6 +101,10 @@ class BenchNode:
             "MIRLITON_CALLS__SHARDS": str(shards),
             "MIRLITON_LOG__LEVEL": "WARNING",
         }
+        if tracemalloc_hook is not None:
+            self.env["PYTHONPATH"] = f"{tracemalloc_hook}{os.pathsep}{ROOT}"
+            self.env["PYTHONTRACEMALLOC"] = "8"
+            self.env["BENCH_TRACEMALLOC_DIR"] = str(tracemalloc_hook / "snaps")
         self.passwords = {CALLER: "bench-caller-secret", CALLEE: "bench-callee-secret"}
 
     def cli(self, *args: str) -> str:
@@ -260,6 +271,9 @@ def hold_run(node: BenchNode, calls: int, rate: float, workdir: Path) -> dict[st
     # timeout); the baseline is taken with none left.
     wait_idle(node)
     time.sleep(1.0)
+    hook = node.tracemalloc_hook
+    if hook is not None:
+        snapshot(hook, "before", shard_pids + edge_pids)
     before = sum(_rss_kb(p) for p in shard_pids)
     edge_before = sum(_rss_kb(p) for p in edge_pids)
     ramp = calls / rate
@@ -276,6 +290,19 @@ def hold_run(node: BenchNode, calls: int, rate: float, workdir: Path) -> dict[st
     established = node.calls_active() / 2
     after = sum(_rss_kb(p) for p in shard_pids)
     edge_after = sum(_rss_kb(p) for p in edge_pids)
+    traced: dict[str, Any] = {}
+    if hook is not None and established:
+        snapshot(hook, "held", shard_pids + edge_pids)
+        # Calls spread over the shards by Call-ID hash: each shard holds about its share.
+        for role, pids, share in (("shard", shard_pids, established / len(shard_pids)),
+                                  ("edge", edge_pids, established)):
+            for pid in pids:
+                first, held = (hook / "snaps" / f"{tag}-{pid}.snap" for tag in ("before", "held"))
+                if first.exists() and held.exists():
+                    traced[f"{role} {pid}"] = {
+                        "by_file": top_differences(first, held, share, 12, key="filename"),
+                        "by_line": top_differences(first, held, share, 30),
+                    }
     proc.wait()
     result = collect(out_dir, calls, ramp, rate)
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -289,6 +316,7 @@ def hold_run(node: BenchNode, calls: int, rate: float, workdir: Path) -> dict[st
         "kb_per_call": round(per_call, 1) if per_call is not None else None,
         "edge_kb_per_call": round((edge_after - edge_before) / established, 2) if established else None,
         "failed": result["failed"],
+        **({"tracemalloc_bytes_per_call": traced} if traced else {}),
     }
 
 
@@ -320,6 +348,11 @@ def main() -> int:
     parser.add_argument("--hold-calls", type=int, default=2000)
     parser.add_argument("--hold-rate", type=float, default=25.0)
     parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument("--memory-only", action="store_true",
+                        help="hold --hold-calls calls and report memory; no CPS runs")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="trace allocations in the node (slow) and report, per held call, "
+                             "the files and lines the shards' and edge's memory grew at")
     args = parser.parse_args()
     if shutil.which("sipp") is None:
         print("sipp is not installed (apt-get install sip-tester)", file=sys.stderr)
@@ -327,7 +360,8 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     rates = sorted(float(r) for r in args.rates.split(","))
     workdir = Path(tempfile.mkdtemp(prefix="mirliton-bench-calls-"))
-    node = BenchNode(workdir, args.shards)
+    node = BenchNode(workdir, args.shards,
+                     hook_dir(workdir) if args.tracemalloc else None)
     node.start()
     callee = Callee(node, workdir)
     callee.start()
@@ -344,7 +378,7 @@ def main() -> int:
             print(f"held {memory['established']} of {memory['calls']} calls: "
                   f"{memory['kb_per_call']} KB per call in the shards", file=sys.stderr)
         clean: list[float] = []
-        for rate in rates:
+        for rate in ([] if args.memory_only else rates):
             result = cps_run(node, rate, args.search_duration, args.call_ms, workdir)
             search.append(result)
             print(f"search {rate:.0f} cps: {result['successful']} ok, {result['failed']} failed, "
@@ -356,6 +390,8 @@ def main() -> int:
         # at a time (bounded).
         top = max(clean) if clean else rates[0]
         candidates = [round(top * factor) for factor in (1.0, 0.85, 0.7, 0.55, 0.4, 0.25)]
+        if args.memory_only:
+            candidates = []
         for rate in candidates:
             confirmations = []
             for _ in range(args.runs):
