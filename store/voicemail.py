@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from store.base import Store
-from store.errors import NotFound
+from store.errors import BadRequest, NotFound
 from store.kazoo import (
     account_db_name,
     encode_db_name,
@@ -62,9 +62,12 @@ def new_message_id(year: int | None = None, month: int | None = None) -> str:
 def message_db(account_id: str, message_id: str) -> str:
     """The MODB a message lives in, from the month its id starts with."""
     prefix = message_id.split("-", 1)[0]
-    if len(prefix) != 6 or not prefix.isdigit():
+    if len(prefix) != 6 or not prefix.isdigit() or not 1 <= int(prefix[4:]) <= 12:
         raise NotFound(f"not a voicemail message id: {message_id!r}")
-    return modb_name(account_id, int(prefix[:4]), int(prefix[4:]))
+    try:
+        return modb_name(account_id, int(prefix[:4]), int(prefix[4:]))
+    except BadRequest as error:  # a year out of range: no such month database either
+        raise NotFound(f"not a voicemail message id: {message_id!r}") from error
 
 
 def attachment_name(message_id: str) -> str:

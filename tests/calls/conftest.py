@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.calls.fake_app import FakeApp
 from tests.foundation.nodeutil import REPO, Node, free_port, wait_until
 
 PHONE = Path(__file__).with_name("phone.py")
@@ -291,6 +292,17 @@ class Phone:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+@pytest.fixture
+def app(pbx: PBX) -> Iterator[FakeApp]:
+    """The test in the callflow app's place on the bus (for modules whose ``pbx`` runs
+    without the callflow role)."""
+    fake = FakeApp(pbx)
+    try:
+        yield fake
+    finally:
+        fake.close()
 
 
 @pytest.fixture

@@ -7,9 +7,12 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tests.calls.conftest import PBX, wait_until
+from tests.foundation.nodeutil import wait_until
+
+if TYPE_CHECKING:
+    from tests.calls.conftest import PBX
 
 __all__ = ["FakeApp", "complete"]
 

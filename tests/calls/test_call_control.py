@@ -38,15 +38,6 @@ def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PBX]:
         stop_pbx(pbx)
 
 
-@pytest.fixture
-def app(pbx: PBX) -> Iterator[FakeApp]:
-    fake = FakeApp(pbx)
-    try:
-        yield fake
-    finally:
-        fake.close()
-
-
 def _endpoint(user: str, timeout: int = 20) -> dict[str, Any]:
     return {"Invite-Format": "contact", "To-User": user, "To-Realm": REALM,
             "Endpoint-Timeout": timeout}

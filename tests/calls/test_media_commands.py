@@ -46,15 +46,6 @@ def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PBX]:
         stop_pbx(pbx)
 
 
-@pytest.fixture
-def app(pbx: PBX) -> Iterator[FakeApp]:
-    fake = FakeApp(pbx)
-    try:
-        yield fake
-    finally:
-        fake.close()
-
-
 def _event(name: str) -> Any:
     return lambda e: e.get("Event-Name") == name
 
