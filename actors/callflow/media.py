@@ -28,8 +28,9 @@ __all__ = [
     "store_destination",
 ]
 
-# Voicemail's "after the tone": 1 kHz for half a second.
-BEEP = "tone_stream://%(500,0,1000)"
+# Voicemail's "after the tone": 1 kHz for half a second, once (without L= a tone_stream plays
+# until stopped, as FreeSWITCH's does).
+BEEP = "tone_stream://L=1;%(500,100,1000)"
 _PASS_THROUGH = ("/", "tone_stream://", "silence_stream://", "http://", "https://")
 
 
