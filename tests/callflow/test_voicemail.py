@@ -252,3 +252,13 @@ def test_settings_record_a_new_greeting_and_change_the_pin(harness: Harness) -> 
     assert (media["pvt_type"], media["media_source"], media["source_id"]) == (
         "media", "recording", box_id)
     assert f"{media_id}.wav" in media["_attachments"]
+
+
+def test_a_full_box_takes_no_message(harness: Harness) -> None:
+    box_id = _box(harness, max_message_count=1)
+    _leave(harness, box_id)
+    shard, ref = harness.start_call(_compose(box_id))
+    assert _greeting(shard) == ["/system_media/vm-mailbox_full", "/system_media/vm-goodbye"]
+    shard.expect("hangup")
+    finished(ref)
+    assert "record" not in shard.names()

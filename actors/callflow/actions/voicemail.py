@@ -151,7 +151,7 @@ def compose(call: Call, box: _Box, data: dict[str, Any]) -> str | None:
         return check(call, box, data)
     call.answer()
     limit = box.doc.get("max_message_count")
-    if limit and count_messages(call.store, call.account_id, box.id)[0] >= int(limit):
+    if limit and sum(count_messages(call.store, call.account_id, box.id)) >= int(limit):
         log.info("box %s is full", box.mailbox)
         call.play(prompts(["vm-mailbox_full", "vm-goodbye"]))
         return None
