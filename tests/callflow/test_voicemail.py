@@ -262,3 +262,15 @@ def test_a_full_box_takes_no_message(harness: Harness) -> None:
     shard.expect("hangup")
     finished(ref)
     assert "record" not in shard.names()
+
+
+def test_star_during_the_greeting_logs_in_to_the_box(harness: Harness) -> None:
+    box_id = _box(harness, pin="4321")
+    shard, ref = harness.start_call(_compose(box_id))
+    shard.played("*")
+    shard.expect("flush_dtmf", skip=("answer", "set"))
+    _login(shard, "4321")
+    assert _greeting(shard) == ["/system_media/vm-no_messages", "/system_media/vm-main_menu"]
+    shard.destroy()
+    finished(ref)
+    assert "record" not in shard.names()
