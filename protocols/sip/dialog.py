@@ -16,10 +16,11 @@ from __future__ import annotations
 import enum
 import secrets
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from protocols.sip.headers import NameAddr, Via
 from protocols.sip.message import Message, Request, Response
+from protocols.sip.parser import parse_message
 from protocols.sip.transaction import Address, TimerConfig
 from protocols.sip.uri import URI
 
@@ -81,9 +82,9 @@ def _without_tag(name_addr: NameAddr) -> NameAddr:
     return clone
 
 
-def _contact_uri(message: Message) -> URI | None:
+def _contact_uri(message: Message) -> str | None:
     contact = message.contact
-    return contact.uri.copy() if contact is not None else None
+    return str(contact.uri) if contact is not None else None
 
 
 def _is_secure(request: Request, transport: str | None) -> bool:
@@ -91,28 +92,137 @@ def _is_secure(request: Request, transport: str | None) -> bool:
     return request.uri.scheme == "sips" and (transport or "").upper() == "TLS"
 
 
-@dataclass(eq=False)
 class Dialog:
+    """One dialog's state (RFC 3261 12).
+
+    A call holds its dialogs for as long as it lasts, so the addresses are kept as text (a
+    few hundred bytes) rather than as parsed name-addr and URI objects (several KB): each
+    read of ``local_uri``, ``remote_uri``, ``remote_target``, ``route_set`` or
+    ``local_contact`` parses a fresh object (a copy: change the dialog by assigning, which
+    takes a typed value or text). Building a request pastes the text straight in.
+    """
+
+    __slots__ = (
+        "call_id",
+        "local_tag",
+        "remote_tag",
+        "_local_uri",
+        "_remote_uri",
+        "_remote_target",
+        "_route_set",
+        "local_seq",
+        "remote_seq",
+        "is_uac",
+        "state",
+        "_local_contact",
+        "secure",
+        "_acks",
+        "last_rseq",
+        "context",
+        "__weakref__",
+    )
+
     call_id: str
     local_tag: str
     remote_tag: str
-    local_uri: NameAddr  # From for requests we send (without tag)
-    remote_uri: NameAddr  # To for requests we send (without tag)
-    remote_target: URI
-    route_set: list[NameAddr]
     local_seq: int | None
     remote_seq: int | None
     is_uac: bool  # the role we had in the transaction that created the dialog
     state: DialogState
-    local_contact: NameAddr | None = None
-    secure: bool = False
-    # ACK we sent for each 2xx to INVITE, by CSeq, so a retransmitted 2xx gets the same ACK
-    # (13.2.2.4).
-    acks: dict[int, Request] = field(default_factory=dict)
+    secure: bool
     # RFC 3262: RSeq of the last reliable provisional response we PRACKed, per INVITE CSeq.
-    last_rseq: dict[int, int] = field(default_factory=dict)
+    last_rseq: dict[int, int]
     # Free slot for the owner (call leg) to keep its context.
-    context: object = None
+    context: object
+
+    def __init__(
+        self,
+        call_id: str,
+        local_tag: str,
+        remote_tag: str,
+        local_uri: NameAddr | str,  # From for requests we send (without tag)
+        remote_uri: NameAddr | str,  # To for requests we send (without tag)
+        remote_target: URI | str,
+        route_set: Iterable[NameAddr | str],
+        local_seq: int | None,
+        remote_seq: int | None,
+        is_uac: bool,
+        state: DialogState,
+        local_contact: NameAddr | str | None = None,
+        secure: bool = False,
+        context: object = None,
+    ) -> None:
+        self.call_id = call_id
+        self.local_tag = local_tag
+        self.remote_tag = remote_tag
+        self.local_uri = local_uri
+        self.remote_uri = remote_uri
+        self.remote_target = remote_target
+        self.route_set = route_set
+        self.local_seq = local_seq
+        self.remote_seq = remote_seq
+        self.is_uac = is_uac
+        self.state = state
+        self.local_contact = local_contact
+        self.secure = secure
+        # The ACK we sent for each 2xx to INVITE, by CSeq, as wire bytes, so a retransmitted
+        # 2xx gets the same ACK (13.2.2.4).
+        self._acks: dict[int, bytes] = {}
+        self.last_rseq = {}
+        self.context = context
+
+    # -- addresses, kept as text ----------------------------------------------------------------
+    @property
+    def local_uri(self) -> NameAddr:
+        return NameAddr.parse(self._local_uri)
+
+    @local_uri.setter
+    def local_uri(self, value: NameAddr | str) -> None:
+        self._local_uri = _name_addr_text(value)
+
+    @property
+    def remote_uri(self) -> NameAddr:
+        return NameAddr.parse(self._remote_uri)
+
+    @remote_uri.setter
+    def remote_uri(self, value: NameAddr | str) -> None:
+        self._remote_uri = _name_addr_text(value)
+
+    @property
+    def remote_target(self) -> URI:
+        return URI.parse(self._remote_target)
+
+    @remote_target.setter
+    def remote_target(self, value: URI | str) -> None:
+        self._remote_target = str(value)
+
+    @property
+    def route_set(self) -> list[NameAddr]:
+        return [NameAddr.parse(route) for route in self._route_set]
+
+    @route_set.setter
+    def route_set(self, value: Iterable[NameAddr | str]) -> None:
+        self._route_set = tuple(_name_addr_text(route) for route in value)
+
+    @property
+    def local_contact(self) -> NameAddr | None:
+        text = self._local_contact
+        return None if text is None else NameAddr.parse(text, "contact")
+
+    @local_contact.setter
+    def local_contact(self, value: NameAddr | str | None) -> None:
+        self._local_contact = None if value is None else _name_addr_text(value)
+
+    @property
+    def acks(self) -> dict[int, Request]:
+        """The ACKs kept for 2xx retransmissions, by CSeq number (parsed copies)."""
+        return {number: _parse_request(data) for number, data in self._acks.items()}
+
+    def __repr__(self) -> str:
+        return (
+            f"<Dialog {self.call_id} local={self.local_tag} remote={self.remote_tag} "
+            f"{self.state.value}>"
+        )
 
     @property
     def id(self) -> DialogId:
@@ -143,7 +253,8 @@ class Dialog:
                 raise DialogError("2xx without Contact")
             # An early dialog from a 1xx without Contact still needs somewhere to send
             # PRACK/UPDATE; the Request-URI is the best we know until the 2xx arrives.
-            remote_target = request.uri.copy()
+            remote_target = str(request.uri)
+        contact = request.contact
         return cls(
             call_id=request.call_id,
             local_tag=local_tag,
@@ -152,12 +263,12 @@ class Dialog:
             remote_uri=_without_tag(response.to),
             remote_target=remote_target,
             # 12.1.2: the Record-Route list of the response, in reverse order.
-            route_set=[r.copy() for r in reversed(response.record_routes)],
+            route_set=reversed(response.record_routes),
             local_seq=request.cseq.num,
             remote_seq=None,
             is_uac=True,
             state=DialogState.CONFIRMED if response.status >= 200 else DialogState.EARLY,
-            local_contact=request.contact.copy() if request.contact is not None else None,
+            local_contact=contact,
             secure=_is_secure(request, transport),
         )
 
@@ -183,12 +294,12 @@ class Dialog:
             remote_uri=_without_tag(request.from_),
             remote_target=remote_target,
             # 12.1.1: the Record-Route list of the request, in order.
-            route_set=[r.copy() for r in request.record_routes],
+            route_set=request.record_routes,
             local_seq=None,
             remote_seq=request.cseq.num,
             is_uac=False,
             state=DialogState.CONFIRMED if response.status >= 200 else DialogState.EARLY,
-            local_contact=response.contact.copy() if response.contact is not None else None,
+            local_contact=response.contact,
             secure=_is_secure(request, transport),
         )
 
@@ -216,7 +327,7 @@ class Dialog:
             self.remote_target = target
         if status >= 200 and self.state is DialogState.EARLY:
             self.state = DialogState.CONFIRMED
-            self.route_set = [r.copy() for r in reversed(response.record_routes)]
+            self.route_set = reversed(response.record_routes)
 
     def confirm(self) -> None:
         """UAS side: we sent the 2xx for an early dialog."""
@@ -276,18 +387,19 @@ class Dialog:
         """12.2.1.1: loose routing keeps the remote target as Request-URI and sends the route
         set as Route; a strict first hop (no ``lr``) goes into the Request-URI instead, and the
         remote target becomes the last Route."""
-        if not self.route_set:
-            return self.remote_target.copy(), []
-        first = self.route_set[0]
-        if first.uri.lr:
-            return self.remote_target.copy(), [str(r) for r in self.route_set]
-        request_uri = first.uri.copy()
+        routes = self._route_set
+        if not routes:
+            return self.remote_target, []
+        first = NameAddr.parse(routes[0]).uri
+        if first.lr:
+            return self.remote_target, list(routes)
+        request_uri = first
         for name in _NOT_IN_REQUEST_URI:
             request_uri.params.pop(name, None)
         request_uri.headers = []
-        routes = [str(r) for r in self.route_set[1:]]
-        routes.append(f"<{self.remote_target}>")
-        return request_uri, routes
+        rest = list(routes[1:])
+        rest.append(f"<{self._remote_target}>")
+        return request_uri, rest
 
     def _build(
         self,
@@ -305,18 +417,16 @@ class Dialog:
         if via is not None:
             headers.add("Via", via)
         headers.add("Max-Forwards", "70")
-        local = self.local_uri.copy()
-        local.tag = self.local_tag
-        remote = self.remote_uri.copy()
-        remote.tag = self.remote_tag or None
-        headers.add("From", local)
-        headers.add("To", remote)
+        # The kept texts are name-addrs in <> form without a tag: the tag is appended.
+        headers.add("From", f"{self._local_uri};tag={self.local_tag}")
+        remote = self._remote_uri
+        headers.add("To", f"{remote};tag={self.remote_tag}" if self.remote_tag else remote)
         headers.add("Call-ID", self.call_id)
         headers.add("CSeq", f"{cseq} {method}")
         for route in routes:
             headers.add("Route", route)
-        if method in CONTACT_METHODS and self.local_contact is not None:
-            headers.add("Contact", self.local_contact)
+        if method in CONTACT_METHODS and self._local_contact is not None:
+            headers.add("Contact", self._local_contact)
         for name, value in extra_headers:
             headers.add(name, value)
         if body:
@@ -372,17 +482,20 @@ class Dialog:
             content_type=content_type,
             extra_headers=credentials,
         )
-        self.acks[invite.cseq.num] = ack
+        self._acks[invite.cseq.num] = ack.to_bytes()
         return ack
 
     def ack_for(self, response: Response) -> Request | None:
-        """The ACK already sent for this 2xx (by CSeq), to re-send on a retransmission."""
-        return self.acks.get(response.cseq.num)
+        """The ACK already sent for this 2xx (by CSeq), to re-send on a retransmission: a
+        copy parsed from the bytes kept, identical on the wire."""
+        data = self._acks.get(response.cseq.num)
+        return None if data is None else _parse_request(data)
 
     def next_hop(self, *, default_transport: str = "UDP") -> tuple[Address, str]:
         """Where this dialog's requests go (8.1.2): the first route set element if any (with a
         strict router it is also the Request-URI), else the remote target."""
-        uri = self.route_set[0].uri if self.route_set else self.remote_target
+        routes = self._route_set
+        uri = NameAddr.parse(routes[0]).uri if routes else self.remote_target
         return uri_hop(uri, default_transport=default_transport)
 
     def create_prack(self, response: Response, *, via: Via | str | None = None) -> Request | None:
@@ -403,6 +516,17 @@ class Dialog:
         return self.create_request(
             "PRACK", via=via, extra_headers=[("RAck", f"{rseq} {cseq.num} {cseq.method}")]
         )
+
+
+def _name_addr_text(value: NameAddr | str) -> str:
+    """A name-addr as kept by a dialog: always the ``<uri>`` form, so ";tag=" can follow."""
+    return str(NameAddr.parse(value) if isinstance(value, str) else value)
+
+
+def _parse_request(data: bytes) -> Request:
+    message = parse_message(data)
+    assert isinstance(message, Request)
+    return message
 
 
 def is_reliable_provisional(response: Response) -> bool:

@@ -91,6 +91,31 @@ COMMA_SPLIT_HEADERS = frozenset(
 _name_cache: dict[str, str] = {}
 _NAME_CACHE_MAX = 2048
 
+# Short texts that recur from message to message (hosts, users, header values such as Allow)
+# are kept once and shared by every parsed message: a held call keeps several messages, and
+# Python gives each parse its own copy of every substring. Bounded: when full the table
+# starts afresh (the texts already shared stay valid), so values that never recur cannot
+# grow it nor crowd out those that do.
+_shared_texts: dict[str, str] = {}
+_SHARED_TEXTS_MAX = 8192
+_SHARED_TEXT_LENGTH = 128
+# The tokens of nearly every Via and URI, shared outright.
+_TOKENS: dict[str, str] = {
+    token: token for token in ("SIP", "2.0", "UDP", "TCP", "TLS", "SCTP", "WS", "WSS", "sip",
+                               "sips", "tel")
+}
+
+
+def _shared_text(text: str) -> str:
+    shared = _shared_texts.get(text)
+    if shared is not None:
+        return shared
+    if len(text) <= _SHARED_TEXT_LENGTH:
+        if len(_shared_texts) >= _SHARED_TEXTS_MAX:
+            _shared_texts.clear()
+        _shared_texts[text] = text
+    return text
+
 
 def canonical_key(name: str) -> str:
     """Canonical lookup key of a header name: lower case, compact form expanded.
@@ -257,7 +282,8 @@ class Headers:
     """Ordered header fields of one message.
 
     Each entry keeps the canonical key, the name as written, the unfolded value and, for an
-    entry never modified since parsing, its raw line(s) so it is re-serialized byte-exact.
+    entry never modified since parsing and not spelled ``name: value``, its raw line(s) so it
+    is re-serialized byte-exact.
     Lookups take any spelling (``"v"``, ``"VIA"``, ``"Via"``). Comma lists of Via, Contact,
     Route, Record-Route, Path and Service-Route are one entry per value.
 
@@ -523,10 +549,10 @@ class Via:
             _check_via_params(params)
             via._params = params
             via._param_text = None
-        via.protocol = protocol
-        via.version = version
-        via.transport = transport.upper()
-        via.host = host
+        via.protocol = _TOKENS.get(protocol) or protocol
+        via.version = _TOKENS.get(version) or version
+        via.transport = _TOKENS.get(transport) or transport.upper()
+        via.host = _shared_texts.get(host) or _shared_text(host)
         if port is None:
             via.port = None
         else:
@@ -722,7 +748,15 @@ class NameAddr:
             if port is None or int(port) <= 65535:
                 na = cls.__new__(cls)
                 na._uri = None
-                na._uri_parts = (scheme, user, password, host, port, uparams)
+                shared = _shared_texts
+                na._uri_parts = (
+                    _TOKENS.get(scheme) or scheme,
+                    None if user is None else shared.get(user) or _shared_text(user),
+                    password,
+                    shared.get(host) or _shared_text(host),
+                    port,
+                    uparams,
+                )
                 na.display = qdisplay if qdisplay is not None else (tdisplay.rstrip(_WS) or None)
                 if params:
                     na._params = None

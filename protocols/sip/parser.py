@@ -3,7 +3,9 @@
 Strictness versus speed -- the trade-off. ``parse_message`` is one validating pass, and there is
 no separate "fast, lax" parser: the same call is both the strict one and the fast one. It splits
 head and body once, decodes the head once (UTF-8 with surrogateescape, so any octet survives a
-round trip), splits lines once, and stores every header as (key, name, value, raw line). Then:
+round trip), splits lines once, and stores every header as (key, name, value, raw line); the
+raw line only when ``name: value`` would not give it back byte for byte, and names and recurring
+values shared between messages (memory: a held call keeps its messages). Then:
 
 * checked at once, in full: the start line (method token, Request-URI grammar and no URI headers,
   version, status code), framing (CRLF only, Content-Length against the datagram, conflicting
@@ -55,6 +57,8 @@ from .headers import (
     TOKEN_RE,
     Headers,
     Via,
+    _shared_text,
+    _shared_texts,
     canonical_key,
     split_comma_list,
 )
@@ -97,15 +101,44 @@ _EAGER: dict[str, Callable[[str], Any]] = {
 }
 
 
-class _HeaderInfo(dict[str, tuple[str, Callable[[str], Any] | None, bool]]):
-    """Header name as written -> (canonical key, eager parser or None, comma-split?): one dict
-    lookup per header line; unknown spellings are computed (and validated) on first sight."""
+# Header values are shared between messages (a phone sends the same Allow, Supported and
+# User-Agent every time, an edge the same Record-Route and X- headers of a device), rather
+# than held once per message: that matters for the messages a held call keeps. Not those
+# that differ in every message (tags, branches, nonces), which would only churn the table.
+_UNIQUE_VALUE_KEYS = frozenset(
+    {
+        "via",
+        "from",
+        "to",
+        "call-id",
+        "cseq",
+        "authorization",
+        "proxy-authorization",
+        "www-authenticate",
+        "proxy-authenticate",
+        "authentication-info",
+        "date",
+        "timestamp",
+        "rseq",
+        "rack",
+    }
+)
 
-    def __missing__(self, name: str) -> tuple[str, Callable[[str], Any] | None, bool]:
+_Info = tuple[str, Callable[[str], Any] | None, bool, str, bool]
+
+
+class _HeaderInfo(dict[str, _Info]):
+    """Header name as written -> (canonical key, eager parser or None, comma-split?, the name
+    itself, value shared?): one dict lookup per header line; unknown spellings are computed
+    (and validated) on first sight. Entries keep the name string stored here, so a thousand
+    messages hold one "Via" string, not a thousand."""
+
+    def __missing__(self, name: str) -> _Info:
         if name[:1] == " " or name[:1] == "\t":
             raise _FoldedLine
         key = canonical_key(name)
-        info = (key, _EAGER.get(key), key in COMMA_SPLIT_HEADERS)
+        info = (key, _EAGER.get(key), key in COMMA_SPLIT_HEADERS, name,
+                key not in _UNIQUE_VALUE_KEYS)
         if len(self) < 4096:  # a peer inventing names cannot grow it without bound
             self[name] = info
         return info
@@ -255,6 +288,7 @@ def _parse_head(
     typed: dict[str, Any] = {}
     check_line_length = len(text) > limits.max_header_line
     header_info = _header_info
+    shared_texts = _shared_texts
     try:
         for line in lines[1:]:
             name, sep, value = line.partition(":")
@@ -262,9 +296,10 @@ def _parse_head(
                 if line[:1] == " " or line[:1] == "\t":
                     raise _FoldedLine
                 raise SipParseError(f"header line without ':': {line[:60]!r}")
-            key, parser, splittable = header_info[name]
+            key, parser, splittable, name, shared = header_info[name]
             if check_line_length and len(line) > limits.max_header_line:
                 raise SipParseError("header line too long", header=key, status_hint=513)
+            raw_length = len(value)
             if folded and "\r\n" in value:
                 value = _FOLD_RE.sub(" ", value)
             value = value.strip(" \t")
@@ -274,7 +309,16 @@ def _parse_head(
                     if parser is not None:
                         _store_typed(typed, key, element, parser)
                 continue
-            entries.append((key, name, value, line))
+            if shared:
+                value = shared_texts.get(value) or _shared_text(value)
+            # The raw line is kept only when "name: value" would not give it back byte for
+            # byte (no space or several after the colon, trailing blanks, folds): most lines
+            # are spelled that way, and a second copy of each would double what a kept
+            # message holds.
+            if raw_length == len(value) + 1 and line[len(name) + 1] == " ":
+                entries.append((key, name, value, None))
+            else:
+                entries.append((key, name, value, line))
             if parser is not None:
                 # _store_typed inlined: this runs for most header lines
                 if key == "via":

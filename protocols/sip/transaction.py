@@ -350,6 +350,10 @@ class Transaction:
     timers: dict[str, float] = field(default_factory=dict)
     # Per-retransmission-timer current interval (A/E/G double on each firing).
     intervals: dict[str, float] = field(default_factory=dict)
+    # The response the layer may have to repeat (server: the last one sent, for a
+    # retransmitted request; client: the non-2xx final one). None when it has no further use
+    # for it (after a 2xx to INVITE, once terminated), so a transaction kept by a TU for a
+    # whole call does not keep its messages too.
     last_response: Response | None = None
     # Free slot for the TU (call leg, registrar) to hang its own context on.
     context: object = None
@@ -580,8 +584,11 @@ class TransactionLayer:
         self._cancel_timer(transaction, "F")
         if transaction.is_invite:
             if status < 300:
-                # RFC 6026 7.1: Accepted; the 2xx is retransmitted by the TU (dialog), not us.
+                # RFC 6026 7.1: Accepted; the 2xx is retransmitted by the TU (dialog), not us,
+                # and a retransmitted INVITE is absorbed: the layer has no use for the 2xx
+                # for the 64*T1 the transaction lingers (a held call's 200 OK and its SDP).
                 transaction.state = TransactionState.ACCEPTED
+                transaction.last_response = None
                 self._schedule(transaction, "L", now + self.timers.timeout)
                 return
             transaction.state = TransactionState.COMPLETED

@@ -191,7 +191,10 @@ def test_ack_for_2xx_keeps_invite_cseq_and_credentials_and_is_remembered() -> No
     assert (ack.cseq.num, ack.cseq.method) == (2, "ACK")
     assert ack.headers.get("Authorization") == invite.headers.get("Authorization")
     assert [str(r.uri) for r in ack.routes][0] == "sip:p1.example.com;lr"
-    assert dialog.ack_for(ok) is ack
+    # Kept as the bytes sent (a held call keeps its dialog): the same ACK on the wire.
+    remembered = dialog.ack_for(ok)
+    assert remembered is not None and remembered.to_bytes() == ack.to_bytes()
+    assert dialog.ack_for(response(200, cseq="99 INVITE")) is None
     assert dialog.local_seq == 2  # ACK does not consume a CSeq
     with pytest.raises(DialogError):
         dialog.create_request("ACK")
@@ -399,3 +402,26 @@ def test_2xx_without_ack_times_out_after_64_t1() -> None:
     assert retransmission.get_timer() == pytest.approx(6.4)  # nothing re-sent on TCP
     assert retransmission.handle_timer(6.4) is None
     assert retransmission.timed_out
+
+
+def test_dialog_keeps_addresses_as_text_and_hands_out_copies() -> None:
+    dialog = uac_dialog()
+    # Reads are fresh objects: changing one does not change the dialog ...
+    target = dialog.remote_target
+    target.host = "elsewhere.example.com"
+    assert str(dialog.remote_target) == "sip:bob@client.biloxi.example.com"
+    # ... assigning does, with a typed value or with text.
+    dialog.remote_target = "sip:bob@moved.example.com"
+    dialog.local_uri = '"Alice A." <sip:alice@atlanta.example.com>'
+    bye = dialog.create_request("BYE", via=new_via("UDP", "client.atlanta.example.com", 5060))
+    assert str(bye.uri) == "sip:bob@moved.example.com"
+    assert bye.from_.display == "Alice A." and bye.from_.tag == dialog.local_tag
+    assert bye.to.tag == dialog.remote_tag
+    # Every field round-trips through its text (what the calls journal stores).
+    copy = Dialog(dialog.call_id, dialog.local_tag, dialog.remote_tag, str(dialog.local_uri),
+                  str(dialog.remote_uri), str(dialog.remote_target),
+                  [str(r) for r in dialog.route_set], dialog.local_seq, None, True,
+                  DialogState.CONFIRMED, local_contact=str(dialog.local_contact))
+    again = copy.create_request("BYE", via=new_via("UDP", "client.atlanta.example.com", 5060))
+    assert [str(r) for r in again.routes] == [str(r) for r in bye.routes]
+    assert str(again.uri) == str(bye.uri) and again.cseq.num == bye.cseq.num + 1

@@ -751,3 +751,26 @@ def test_token_display_names_do_not_backtrack_exponentially(header: str, value: 
     with pytest.raises(SipParseError):
         msg = parse_message(text.encode("latin-1"))
         msg.validate_headers()
+
+
+def test_a_kept_message_holds_no_second_copy_of_its_lines() -> None:
+    # "Name: value" lines are rebuilt from name and value when serialized; only a line spelled
+    # otherwise keeps its raw text (byte-exact output either way).
+    data = _request(b"X-Plain: a b", b"X-Tight:c", b"X-Spaced:   d  ", b"Content-Length: 0")
+    msg = parse_message(data)
+    raw = {entry[0]: entry[3] for entry in msg.headers._entries}
+    assert raw["via"] is None and raw["x-plain"] is None and raw["max-forwards"] is None
+    assert raw["x-tight"] == "X-Tight:c" and raw["x-spaced"] == "X-Spaced:   d  "
+    assert bytes(msg) == data
+
+
+def test_names_and_recurring_values_are_shared_between_messages() -> None:
+    first, second = parse_message(INVITE), parse_message(INVITE)
+    pairs = list(zip(first.headers._entries, second.headers._entries, strict=True))
+    assert all(a[1] is b[1] for a, b in pairs)  # one "Via", one "CSeq" ... for all messages
+    by_key = {a[0]: (a[2], b[2]) for a, b in pairs}
+    for key in ("max-forwards", "content-type", "content-length"):
+        assert by_key[key][0] is by_key[key][1]
+    assert first.via.host is second.via.host and first.via.transport is second.via.transport
+    assert first.from_.uri.host is second.from_.uri.host
+    assert bytes(first) == bytes(second) == INVITE
