@@ -184,6 +184,9 @@ class Call:
         response = str((msg or {}).get("Application-Response") or "")
         if msg is not None and msg.get("Event-Name") == "CHANNEL_EXECUTE_ERROR":
             response = "FILE NOT PLAYED"
+        if response == "FILE NOT PLAYED":
+            log.warning("%s not played: %s", application,
+                        fields.get("Media-Name") or fields.get("Text") or "tones")
         self.last_response = response
         return response if len(response) == 1 and response in ALL_DTMF else None
 
