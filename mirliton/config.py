@@ -117,8 +117,9 @@ class CallsSection(_Section):
     route_timeout: float = Field(default=3.0, gt=0)
     # callflow: seconds to wait for route_win after answering park (Kazoo: 3 s).
     route_win_timeout: float = Field(default=3.0, gt=0)
-    # A routed call that gets no command this many seconds after route_win is hung up
-    # (FreeSWITCH's park_timeout, cause RECOVERY_ON_TIMER_EXPIRE): its app is gone.
+    # A routed call that gets no command this many seconds after route_win, or that sits
+    # answered with nothing running or queued (outside a bridge or a conference) this long,
+    # is hung up (FreeSWITCH's park_timeout, cause RECOVERY_ON_TIMER_EXPIRE): its app is gone.
     park_timeout: float = Field(default=30.0, gt=0)
     # Bridge: default ring time per endpoint when a bridge names none (Kazoo: 20 s).
     bridge_timeout: float = Field(default=20.0, gt=0)

@@ -786,6 +786,8 @@ class ALeg(CallLeg):
         self.progress_sent = 0
         self.routed = False
         self.commanded = False  # a command came (the app that won the route is alive)
+        self.idle_since = time.monotonic()  # when the last command ended with none queued
+        self.park_timer: Any = None
         self.outbound_caller: tuple[str, str] | None = None
         self.reoffer: ClientTransaction | None = None
         self.bridge_ringing = False
@@ -840,10 +842,7 @@ class ALeg(CallLeg):
         elif isinstance(msg, _Retransmit2xx):
             self.retransmit_2xx()
         elif isinstance(msg, _ParkTimeout):
-            if not self.commanded and not self.ended:
-                log.warning("no command within %.0fs of route_win: hanging up",
-                            self.ctx.config.calls.park_timeout)
-                self.hangup("RECOVERY_ON_TIMER_EXPIRE")
+            self.on_park_timeout()
         elif isinstance(msg, BProgress):
             self.on_b_progress(msg)
         elif isinstance(msg, BAnswered):
@@ -928,7 +927,7 @@ class ALeg(CallLeg):
                 "Control-Queue": self.ctx.control_queue,
                 "Custom-Channel-Vars": dict(self.ccvs),
             }), exchange="targeted", routing_key=str(server_id))
-        self.send_after(self.ctx.config.calls.park_timeout, _ParkTimeout())
+        self.arm_park_timer()
         if method == "bridge" and reply.get("Routes"):
             self.on_command({"Application-Name": "bridge", "Call-ID": self.call_id,
                              "Endpoints": reply["Routes"]})
@@ -1025,6 +1024,9 @@ class ALeg(CallLeg):
         if self.ended:
             return
         self.commanded = True
+        if self.park_timer is not None:  # not idle: armed again when the FIFO runs dry
+            self.cancel_timer(self.park_timer)
+            self.park_timer = None
         insert_at = msg.get("Insert-At") or "tail"
         if msg.get("Application-Name") == "queue":
             for command in msg.get("Commands") or []:
@@ -1045,6 +1047,32 @@ class ALeg(CallLeg):
     def advance(self) -> None:
         while self.current is None and self.commands and not self.ended and not self.closing:
             self.execute(self.commands.popleft())
+        if self.current is None and not self.commands and not self.ended:
+            self.idle_since = time.monotonic()
+            self.arm_park_timer()
+
+    def arm_park_timer(self) -> None:
+        if self.park_timer is not None:
+            self.cancel_timer(self.park_timer)
+        self.park_timer = self.send_after(self.ctx.config.calls.park_timeout, _ParkTimeout())
+
+    def on_park_timeout(self) -> None:
+        """Hang up a call its app has left: no command since route_win, or, once answered,
+        nothing running, nothing queued and nothing coming for ``calls.park_timeout`` while
+        the call is neither bridged nor in a conference (the callflow process died mid-menu;
+        its successor does not know the call)."""
+        self.park_timer = None
+        if self.ended or self.current is not None or self.commands:
+            return
+        limit = self.ctx.config.calls.park_timeout
+        if not self.commanded:
+            log.warning("no command within %.0fs of route_win: hanging up", limit)
+        elif (self.peer is not None or self.bridge is not None or self.conference_id is not None
+              or time.monotonic() - self.idle_since < limit - 0.05):
+            return
+        else:
+            log.warning("no command for %.0fs and nothing running: hanging up", limit)
+        self.hangup("RECOVERY_ON_TIMER_EXPIRE")
 
     def execute(self, msg: dict[str, Any]) -> None:
         application = str(msg.get("Application-Name") or "")

@@ -245,7 +245,7 @@ def test_conference_across_shards(pbx: PBX, app: FakeApp, tmp_path: Path,
         assert joined["Application-Response"] == "JOINED"
     import time
 
-    time.sleep(4.0)
+    time.sleep(PARK_TIMEOUT + 1.0)  # in a conference: never hung up for want of commands
     for phone in members.values():
         phone.send(cmd="hangup")
         phone.state("DISCONNECTED")
@@ -313,5 +313,20 @@ def test_a_routed_call_nobody_commands_is_hung_up(pbx: PBX, app: FakeApp, tmp_pa
     call_id = _routed_call(pbx, app, caller)
     ended = caller.state("DISCONNECTED", timeout=PARK_TIMEOUT + 20)
     assert ended["code"] == 408
+    destroy = app.wait(call_id, _event("CHANNEL_DESTROY"), "the call's end")[0]
+    assert destroy["Hangup-Cause"] == "RECOVERY_ON_TIMER_EXPIRE"
+
+
+def test_an_answered_call_its_app_left_is_hung_up(pbx: PBX, app: FakeApp, tmp_path: Path,
+                                                  phones: list[Phone]) -> None:
+    """Answered, a prompt played, then nothing more (the callflow process died mid-menu):
+    hung up once nothing has run for the park timeout; a call in a bridge or a conference
+    is never hung up this way (see the conference test, which outlasts it)."""
+    caller = Phone(pbx, "1002", tmp_path, record=False)
+    phones.append(caller)
+    call_id = _answered(pbx, app, caller)
+    app.command(call_id, "play", **{"Media-Name": "silence_stream://500"})
+    app.wait(call_id, complete("play"), "the prompt")
+    caller.state("DISCONNECTED", timeout=PARK_TIMEOUT + 20)
     destroy = app.wait(call_id, _event("CHANNEL_DESTROY"), "the call's end")[0]
     assert destroy["Hangup-Cause"] == "RECOVERY_ON_TIMER_EXPIRE"
