@@ -21,7 +21,7 @@ from tests.crossbar.conftest import Tree, created, login, md5_credentials, ok
 SAMPLES: dict[str, dict[str, Any]] = {
     "users": {"first_name": "Carol", "last_name": "Jones", "username": "carol", "password": "carol-pw"},
     "devices": {"name": "Desk phone", "device_type": "sip_device", "sip": {"username": "desk100", "password": "s3cret-pw"}},
-    "callflows": {"name": "Ext 100", "numbers": ["100"], "flow": {"module": "device", "data": {}}},
+    "callflows": {"name": "Ext 100", "numbers": ["100"], "flow": {"module": "device", "data": {"id": "d" * 32}}},
     "vmboxes": {"name": "Box 100", "mailbox": "100", "pin": "1234"},
     "media": {"name": "Greeting", "media_source": "upload"},
     "menus": {"name": "Main menu"},

@@ -75,7 +75,8 @@ def test_provision_a_pbx_over_http_on_a_running_node(node: tuple[Node, str]) -> 
         menu = put(f"{acc}/menus", {"name": "Main menu"})
         put(f"{acc}/callflows", {"numbers": ["+15550100"], "flow": {
             "module": "temporal_route", "data": {"rules": [hours["id"]]},
-            "children": {hours["id"]: {"module": "ring_group", "data": {"id": group["id"]}, "children": {}},
+            "children": {hours["id"]: {"module": "ring_group", "data": {
+                "endpoints": [{"id": group["id"], "endpoint_type": "group"}]}, "children": {}},
                          "_": {"module": "menu", "data": {"id": menu["id"]}, "children": {}}}}})
         listed = http.get(f"{acc}/callflows").json()
         assert sorted(n for cf in listed["data"] for n in cf["numbers"]) == ["+15550100", "100", "101"]

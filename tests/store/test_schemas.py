@@ -107,3 +107,28 @@ def test_defaults_and_check() -> None:
     assert set(exc.value.errors) == {"uri", "hook"}
     assert exc.value.error_id == "validation_failed"
     assert check("webhooks", VALID["webhooks"])["retries"] == 2
+
+
+@pytest.mark.parametrize(
+    ("flow", "field", "rule"),
+    [
+        ({"module": "device", "data": {}}, "flow.data.id", "required"),
+        ({"module": "menu", "data": {"id": 7}}, "flow.data.id", "type"),
+        ({"module": "ring_group", "data": {"endpoints": [{"endpoint_type": "device"}]}},
+         "flow.data.endpoints.0.id", "required"),
+        ({"module": "record_call", "data": {"action": "pause"}}, "flow.data.action", "enum"),
+        ({"module": "collect_dtmf", "data": {"terminators": ["x"]}}, "flow.data.terminators.0",
+         "enum"),
+        ({"module": "answer", "data": {}, "children": {
+            "_": {"module": "voicemail", "data": {"action": "listen"}}}},
+         "flow.children._.data.action", "enum"),
+    ],
+)
+def test_callflow_action_data_is_checked_by_its_module(flow: dict[str, Any], field: str,
+                                                       rule: str) -> None:
+    """Each known action's data has a schema of its own (Kazoo's callflows.<module>), at any
+    depth of the tree; an action mirliton does not know keeps free-form data."""
+    errors = validate("callflows", {"numbers": ["100"], "flow": flow})
+    assert rule in errors.get(field, {}), errors
+    assert validate("callflows", {"numbers": ["100"], "flow": {
+        "module": "some_future_action", "data": {"anything": [1, 2]}}}) == {}

@@ -133,6 +133,15 @@ def _rewrite_refs(node: Any, owner: str) -> Any:
             out[key] = f"#/components/schemas/{doc}" + (f"__{local}" if local else "")
         elif key in ("$schema", "$id", "$defs"):
             continue
+        elif key == "allOf" and isinstance(value, list):
+            # if/then conditions (a callflow action's data checked by its module's schema)
+            # stay out of the OpenAPI document: test generators cannot build examples through
+            # them inside a recursive schema. The API still applies them; the data schemas
+            # themselves are listed as components (callflows__data_<module>).
+            kept = [_rewrite_refs(item, owner) for item in value
+                    if not (isinstance(item, dict) and "if" in item)]
+            if kept:
+                out[key] = kept
         else:
             out[key] = _rewrite_refs(value, owner)
     return out
