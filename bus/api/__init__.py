@@ -6,6 +6,6 @@ name and ``bus.messages.lookup(msg)`` by Event-Category/Event-Name.
 
 from __future__ import annotations
 
-from bus.api import authn, call, conf, dialplan, nodes, offnet, registration, route
+from bus.api import authn, call, conf, dialplan, nodes, offnet, presence, registration, route
 
-__all__ = ["authn", "call", "conf", "dialplan", "nodes", "offnet", "registration", "route"]
+__all__ = ["authn", "call", "conf", "dialplan", "nodes", "offnet", "presence", "registration", "route"]

@@ -22,6 +22,13 @@ check — the mailbox menu:
   6 or # next, 0 main menu; a new message is saved once listened to. Settings: 1 record the
   unavailable greeting (a new media document of the account, the box's
   ``media.unavailable``), 3 change the PIN, 0 back.
+
+MWI: a message left, and each message saved, listened to or deleted in check, publishes
+``mwi_update`` (bus/api/presence.py) with the box's new/saved counts to
+``<sip username>@<realm>`` of every device of the box's owner (but those with
+``mwi_unsolicited_updates: false``) and to ``<mailbox>@<realm>``, as Kazoo's cf_voicemail
+does; the edge turns it into a NOTIFY ``message-summary`` to the registered phones. A failed
+publish is logged and the call goes on.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from actors.callflow.media import (
     say_number,
     store_destination,
 )
+from bus.api.presence import mwi_update
 from store import NotFound, StoreError, new_doc_id
 from store.kazoo import is_soft_deleted, set_pvt_fields, soft_delete, update_doc
 from store.voicemail import (
@@ -193,7 +201,48 @@ def _save(call: Call, box: _Box, message_id: str, recorded: Recorded | None) -> 
         log.error("message %s of box %s lost: %s", message_id, box.mailbox, error)
         return False
     log.info("message %s left in box %s (%d ms)", message_id, box.mailbox, recorded.length_ms)
+    publish_mwi(call, box)
     return True
+
+
+# -- message-waiting indication ---------------------------------------------------------------
+
+
+def _mwi_users(call: Call, box: _Box) -> list[str]:
+    """The users ``mwi_update`` goes to: the SIP usernames of the owner's devices, and the
+    mailbox number (a phone may register as it, or subscribe to it)."""
+    users: set[str] = set()
+    if box.mailbox:
+        users.add(box.mailbox)
+    owner_id = box.doc.get("owner_id")
+    if owner_id:
+        ensure_type_index(call.store, call.account_db)
+        devices = call.store.find_all(call.account_db,
+                                      {"pvt_type": "device", "owner_id": owner_id})
+        for device in devices:
+            if is_soft_deleted(device) or device.get("mwi_unsolicited_updates") is False:
+                continue
+            username = (device.get("sip") or {}).get("username")
+            if username:
+                users.add(str(username))
+    return sorted(users)
+
+
+def publish_mwi(call: Call, box: _Box) -> None:
+    """Publish the box's counts (Kazoo's cf_voicemail:update_mwi). Never raises: the lamp on a
+    phone is not worth a caller's message or menu."""
+    try:
+        realm = call.realm
+        if not realm:
+            log.warning("box %s: the account has no realm, no MWI", box.mailbox)
+            return
+        new, saved = count_messages(call.store, call.account_id, box.id)
+        for user in _mwi_users(call, box):
+            call.bus.publish(mwi_update.build(to=f"{user}@{realm}", messages_new=new,
+                                              messages_saved=saved, call_id=call.call_id))
+        log.info("box %s: MWI %d new, %d saved published", box.mailbox, new, saved)
+    except Exception as error:  # noqa: BLE001 - bus or store trouble must not end the call
+        log.warning("box %s: MWI not published: %s", box.mailbox, error)
 
 
 # -- check ------------------------------------------------------------------------------------
@@ -310,7 +359,8 @@ def _message_menu(call: Call, box: _Box, message: dict[str, Any], number: int,
     stopped = call.play([*header, audio], ALL_DTMF) is not None
     if folder == "new":
         # Listened to: Kazoo moves it to the saved folder.
-        _set_folder(call, box, message_id, "saved")
+        _set_folder(call, box, message_id, "saved", folder)
+        folder = "saved"
     failures = 0
     while failures < MAX_MENU_FAILURES:
         key = _choose(call, [prompt("vm-message_menu")], skip_prompt=stopped)
@@ -319,7 +369,7 @@ def _message_menu(call: Call, box: _Box, message: dict[str, Any], number: int,
             stopped = call.play(audio, ALL_DTMF) is not None
             continue
         if key == KEY_SAVE:
-            _set_folder(call, box, message_id, "saved")
+            _set_folder(call, box, message_id, "saved", folder)
             call.play(prompt("vm-saved"))
             return key
         if key == KEY_DELETE:
@@ -327,6 +377,8 @@ def _message_menu(call: Call, box: _Box, message: dict[str, Any], number: int,
                 delete_message(call.store, call.account_id, message_id, vmbox_id=box.id)
             except NotFound:
                 pass
+            else:
+                publish_mwi(call, box)
             call.play(prompt("vm-deleted"))
             return key
         if key in (KEY_NEXT, "#"):
@@ -339,11 +391,15 @@ def _message_menu(call: Call, box: _Box, message: dict[str, Any], number: int,
     return KEY_MAIN
 
 
-def _set_folder(call: Call, box: _Box, message_id: str, folder: str) -> None:
+def _set_folder(call: Call, box: _Box, message_id: str, folder: str, current: str) -> None:
     try:
         set_folder(call.store, call.account_id, message_id, folder, box.id)
     except (NotFound, StoreError) as error:
         log.warning("cannot move message %s to %s: %s", message_id, folder, error)
+        return
+    if folder != current:
+        # A new message listened to changes the counts the phones show.
+        publish_mwi(call, box)
 
 
 # -- settings ---------------------------------------------------------------------------------
