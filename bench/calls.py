@@ -32,12 +32,10 @@ With ``--json`` the last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,29 +45,26 @@ from pathlib import Path
 from typing import Any
 
 from _memtrace import hook_dir, snapshot, top_differences
+from _sipp import (
+    ROOT,
+    add_search_arguments,
+    free_port,
+    free_sip_port,
+    median_of,
+    mirliton,
+    percentile,
+    print_summary,
+    response_times,
+    search_and_confirm,
+    sipp_missing,
+    sipp_stat_args,
+    sipp_totals,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 SIPP_DIR = ROOT / "bench" / "sipp"
 REALM = "calls-bench.example.com"
 CALLER, CALLEE = "6000", "7000"
 EDGE_ROLE = "edge"
-
-
-def _free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _free_sip_port() -> int:
-    while True:
-        port = _free_port()
-        with socket.socket() as tcp:
-            try:
-                tcp.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
 
 
 def _rss_kb(pid: int) -> int:
@@ -87,8 +82,8 @@ class BenchNode:
     def __init__(self, workdir: Path, shards: int, tracemalloc_hook: Path | None = None) -> None:
         self.data_dir = workdir / "node"
         self.tracemalloc_hook = tracemalloc_hook
-        self.sip_port = _free_sip_port()
-        self.ops_port = _free_port(socket.SOCK_STREAM)
+        self.sip_port = free_sip_port()
+        self.ops_port = free_port(socket.SOCK_STREAM)
         self.env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
@@ -108,11 +103,7 @@ class BenchNode:
         self.passwords = {CALLER: "bench-caller-secret", CALLEE: "bench-callee-secret"}
 
     def cli(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "mirliton", *args, "--data-dir", str(self.data_dir)],
-                              env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=180)
-        if done.returncode != 0:
-            raise RuntimeError(f"mirliton {' '.join(args)}: {done.stdout}{done.stderr}")
-        return done.stdout
+        return mirliton(self.data_dir, self.env, *args)
 
     def start(self) -> None:
         from store import new_doc_id, open_store
@@ -167,7 +158,7 @@ class Callee:
 
     def __init__(self, node: BenchNode, workdir: Path) -> None:
         self.node = node
-        self.port = _free_sip_port()
+        self.port = free_sip_port()
         self.dir = workdir / "uas"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -202,12 +193,11 @@ def run_calls(node: BenchNode, rate: float, calls: int, call_ms: int, workdir: P
     out_dir = Path(tempfile.mkdtemp(prefix="uac-", dir=workdir))
     args = [
         "sipp", f"127.0.0.1:{node.sip_port}", "-sf", str(SIPP_DIR / "calls_uac.xml"),
-        "-i", "127.0.0.1", "-p", str(_free_sip_port()), "-s", CALLEE,
+        "-i", "127.0.0.1", "-p", str(free_sip_port()), "-s", CALLEE,
         "-au", CALLER, "-ap", node.passwords[CALLER], "-key", "domain", REALM,
         "-r", f"{rate:.3f}", "-rp", "1000", "-m", str(calls), "-l", str(limit or max(100, calls)),
         "-d", str(call_ms), "-nostdin", "-timeout", f"{calls / rate + call_ms / 1000 + 60:.0f}s",
-        "-recv_timeout", "10000", "-trace_stat", "-fd", "1", "-stf", str(out_dir / "stat.csv"),
-        "-trace_rtt", "-rtt_freq", "1", "-trace_err", "-max_recv_loops", "10000",
+        "-recv_timeout", "10000", *sipp_stat_args(out_dir),
     ]
     proc = subprocess.Popen(args, cwd=out_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if wait:
@@ -216,27 +206,16 @@ def run_calls(node: BenchNode, rate: float, calls: int, call_ms: int, workdir: P
 
 
 def collect(out_dir: Path, expected: int, elapsed: float, rate: float) -> dict[str, Any]:
-    stat = _last_stat_row(out_dir / "stat.csv")
-    successful = int(stat.get("SuccessfulCall(C)", 0))
-    failed = int(stat.get("FailedCall(C)", 0))
-    rtts: list[float] = []
-    for path in out_dir.glob("*_rtt.csv"):
-        with path.open() as f:
-            for row in csv.reader(f, delimiter=";"):
-                if len(row) >= 3 and row[2].strip() == "1":
-                    try:
-                        rtts.append(float(row[1]))
-                    except ValueError:
-                        continue
-    rtts.sort()
+    successful, failed = sipp_totals(out_dir)
+    rtts = response_times(out_dir)
     return {
         "rate": rate,
         "expected": expected,
         "successful": successful,
         "failed": failed + max(0, expected - successful - failed),
         "cps": successful / elapsed if elapsed else 0.0,
-        "p50_ms": _percentile(rtts, 0.50),
-        "p99_ms": _percentile(rtts, 0.99),
+        "p50_ms": percentile(rtts, 0.50),
+        "p99_ms": percentile(rtts, 0.99),
     }
 
 
@@ -320,30 +299,24 @@ def hold_run(node: BenchNode, calls: int, rate: float, workdir: Path) -> dict[st
     }
 
 
-def _last_stat_row(path: Path) -> dict[str, str]:
-    if not path.exists():
-        return {}
-    with path.open() as f:
-        rows = list(csv.reader(f, delimiter=";"))
-    if len(rows) < 2:
-        return {}
-    return dict(zip(rows[0], rows[-1], strict=False))
+def _step_down(top: float) -> list[float]:
+    """Confirm the highest clean rate; a failing confirmation steps down by 15 % of it at a
+    time (bounded)."""
+    return [round(top * factor) for factor in (1.0, 0.85, 0.7, 0.55, 0.4, 0.25)]
 
 
-def _percentile(values: list[float], fraction: float) -> float | None:
-    if not values:
-        return None
-    index = min(len(values) - 1, max(0, int(round(fraction * len(values))) - 1))
-    return round(values[index], 2)
+def _describe(phase: str, result: dict[str, Any]) -> str:
+    if phase == "search":
+        return (f"search {result['rate']:.0f} cps: {result['successful']} ok, "
+                f"{result['failed']} failed, p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms")
+    return (f"run {result['rate']:.0f} cps for {result['duration_s']:.0f}s: "
+            f"{result['successful']} ok, {result['failed']} failed, {result['cps']:.1f} cps, "
+            f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--duration", type=float, default=30.0)
-    parser.add_argument("--search-duration", type=float, default=10.0)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--rates", default="25,35,50,70,100,150")
+    add_search_arguments(parser, rates="25,35,50,70,100,150")
     parser.add_argument("--call-ms", type=int, default=1000)
     parser.add_argument("--hold-calls", type=int, default=2000)
     parser.add_argument("--hold-rate", type=float, default=25.0)
@@ -354,8 +327,7 @@ def main() -> int:
                         help="trace allocations in the node (slow) and report, per held call, "
                              "the files and lines the shards' and edge's memory grew at")
     args = parser.parse_args()
-    if shutil.which("sipp") is None:
-        print("sipp is not installed (apt-get install sip-tester)", file=sys.stderr)
+    if sipp_missing():
         return 2
     sys.path.insert(0, str(ROOT))
     rates = sorted(float(r) for r in args.rates.split(","))
@@ -377,36 +349,12 @@ def main() -> int:
             memory = hold_run(node, args.hold_calls, args.hold_rate, workdir)
             print(f"held {memory['established']} of {memory['calls']} calls: "
                   f"{memory['kb_per_call']} KB per call in the shards", file=sys.stderr)
-        clean: list[float] = []
-        for rate in ([] if args.memory_only else rates):
-            result = cps_run(node, rate, args.search_duration, args.call_ms, workdir)
-            search.append(result)
-            print(f"search {rate:.0f} cps: {result['successful']} ok, {result['failed']} failed, "
-                  f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms", file=sys.stderr)
-            if result["failed"]:
-                break
-            clean.append(rate)
-        # Confirm the highest clean rate; a failing confirmation steps down by 15 % of it
-        # at a time (bounded).
-        top = max(clean) if clean else rates[0]
-        candidates = [round(top * factor) for factor in (1.0, 0.85, 0.7, 0.55, 0.4, 0.25)]
-        if args.memory_only:
-            candidates = []
-        for rate in candidates:
-            confirmations = []
-            for _ in range(args.runs):
-                result = cps_run(node, rate, args.duration, args.call_ms, workdir)
-                confirmations.append(result)
-                print(f"run {rate:.0f} cps for {args.duration:.0f}s: {result['successful']} ok, "
-                      f"{result['failed']} failed, {result['cps']:.1f} cps, "
-                      f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms", file=sys.stderr)
-                if result["failed"]:
-                    break
-            attempts.extend(confirmations)
-            if len(confirmations) == args.runs and not any(r["failed"] for r in confirmations):
-                break
-        else:
-            confirmations = []
+        if not args.memory_only:
+            search, confirmations, attempts = search_and_confirm(
+                lambda rate, seconds: cps_run(node, rate, seconds, args.call_ms, workdir),
+                rates, search_duration=args.search_duration, duration=args.duration,
+                runs=args.runs, fallbacks=lambda clean: _step_down(max(clean or rates[:1])),
+                describe=_describe)
     finally:
         callee.stop()
         node.stop()
@@ -414,8 +362,7 @@ def main() -> int:
     ok = bool(confirmations)
 
     def median(key: str) -> float | None:
-        values = [r[key] for r in confirmations if r.get(key) is not None]
-        return round(statistics.median(values), 2) if values else None
+        return median_of(confirmations, key)
 
     summary = {
         "benchmark": "calls",
@@ -438,11 +385,7 @@ def main() -> int:
                                            "p99_ms")} for r in attempts],
         "load_average": os.getloadavg()[0],
     }
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        for key, value in summary.items():
-            print(f"{key}: {value}")
+    print_summary(summary, args.json)
     return 0
 
 

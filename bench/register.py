@@ -24,51 +24,48 @@ one core of its own would sustain). With ``--json`` the last line printed is one
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from _sipp import (
+    ROOT,
+    add_search_arguments,
+    free_port,
+    free_sip_port,
+    median_of,
+    mirliton,
+    percentile,
+    print_summary,
+    response_times,
+    search_and_confirm,
+    sipp_missing,
+    sipp_stat_args,
+    sipp_totals,
+)
+
 SCENARIO = ROOT / "bench" / "sipp" / "reg_uac.xml"
 REALM = "bench.example.com"
-
-
-def _free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _free_sip_port() -> int:
-    while True:
-        port = _free_port()
-        with socket.socket() as tcp:
-            try:
-                tcp.bind(("127.0.0.1", port))
-                return port
-            except OSError:
-                continue
 
 
 class BenchNode:
     def __init__(self, workdir: Path, processes: int) -> None:
         self.data_dir = workdir / "node"
-        self.sip_port = _free_sip_port()
+        self.sip_port = free_sip_port()
         self.env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
             "MIRLITON_NODE__ROLES": json.dumps(["registrar", "edge"]),
             "MIRLITON_NODE__NAME": "bench",
-            "MIRLITON_OPS__LISTEN": f"127.0.0.1:{_free_port(socket.SOCK_STREAM)}",
+            "MIRLITON_OPS__LISTEN": f"127.0.0.1:{free_port(socket.SOCK_STREAM)}",
             "MIRLITON_SIP__LISTEN": json.dumps([f"udp:127.0.0.1:{self.sip_port}"]),
             # One source address for every SIPp process: the per-IP flood limit is raised.
             "MIRLITON_EDGE__FLOOD_REQUESTS": "1000000",
@@ -77,11 +74,7 @@ class BenchNode:
         self.users = {f"{5000 + i}": f"bench-secret-{5000 + i}" for i in range(processes)}
 
     def cli(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "mirliton", *args, "--data-dir", str(self.data_dir)],
-                              env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=180)
-        if done.returncode != 0:
-            raise RuntimeError(f"mirliton {' '.join(args)}: {done.stdout}{done.stderr}")
-        return done.stdout
+        return mirliton(self.data_dir, self.env, *args)
 
     def start(self) -> None:
         self.cli("start", "--detach")
@@ -106,9 +99,7 @@ class BenchNode:
         return find(status.get("tree") or {})
 
     def cli_unchecked(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "mirliton", *args, "--data-dir", str(self.data_dir)],
-                              env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=180)
-        return done.stdout
+        return mirliton(self.data_dir, self.env, *args, check=False)
 
     def stop(self) -> None:
         try:
@@ -144,12 +135,11 @@ def run_load(node: BenchNode, rate: float, duration: float, workdir: Path) -> di
         shutil.copy(SCENARIO, scenario)
         args = [
             "sipp", f"127.0.0.1:{node.sip_port}", "-sf", str(scenario),
-            "-i", "127.0.0.1", "-p", str(_free_sip_port()),
+            "-i", "127.0.0.1", "-p", str(free_sip_port()),
             "-s", user, "-au", user, "-ap", password, "-key", "domain", REALM,
             "-r", f"{per_process:.3f}", "-rp", "1000", "-m", str(calls), "-l", str(max(50, int(per_process * 5))),
             "-default_behaviors", "none", "-nostdin", "-timeout", f"{duration + 30:.0f}s",
-            "-recv_timeout", "5000", "-trace_stat", "-fd", "1", "-stf", str(out_dir / "stat.csv"),
-            "-trace_rtt", "-rtt_freq", "1", "-trace_err", "-max_recv_loops", "10000",
+            "-recv_timeout", "5000", *sipp_stat_args(out_dir),
         ]
         procs.append((subprocess.Popen(args, cwd=out_dir, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.PIPE), out_dir))
@@ -165,17 +155,10 @@ def run_load(node: BenchNode, rate: float, duration: float, workdir: Path) -> di
     successful = failed = 0
     rtts: list[float] = []
     for _, out_dir in procs:
-        stat = _last_stat_row(out_dir / "stat.csv")
-        successful += int(stat.get("SuccessfulCall(C)", 0))
-        failed += int(stat.get("FailedCall(C)", 0))
-        for path in out_dir.glob("*_rtt.csv"):
-            with path.open() as f:
-                for row in csv.reader(f, delimiter=";"):
-                    if len(row) >= 3 and row[2].strip() == "1":
-                        try:
-                            rtts.append(float(row[1]))
-                        except ValueError:
-                            continue
+        ok, ko = sipp_totals(out_dir)
+        successful += ok
+        failed += ko
+        rtts.extend(response_times(out_dir))
     expected = calls * len(users)
     rtts.sort()
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -186,8 +169,8 @@ def run_load(node: BenchNode, rate: float, duration: float, workdir: Path) -> di
         "successful": successful,
         "failed": failed + max(0, expected - successful - failed),
         "registrations_per_s": successful / elapsed if elapsed else 0.0,
-        "p50_ms": _percentile(rtts, 0.50),
-        "p99_ms": _percentile(rtts, 0.99),
+        "p50_ms": percentile(rtts, 0.50),
+        "p99_ms": percentile(rtts, 0.99),
         # CPU time of the edge process per successful registration: what the rate would be
         # on a core of its own is about 1e6 / this.
         "edge_cpu_us_per_registration": round(edge_cpu / successful * 1e6) if successful else None,
@@ -195,34 +178,35 @@ def run_load(node: BenchNode, rate: float, duration: float, workdir: Path) -> di
     }
 
 
-def _last_stat_row(path: Path) -> dict[str, str]:
-    if not path.exists():
-        return {}
-    with path.open() as f:
-        rows = list(csv.reader(f, delimiter=";"))
-    if len(rows) < 2:
-        return {}
-    return dict(zip(rows[0], rows[-1], strict=False))
+def _fallbacks(rates: list[float]) -> Callable[[list[float]], list[float]]:
+    """Confirm the highest clean rate with full-length runs; a failing confirmation steps down
+    to the next clean rate, then by a quarter at a time (bounded)."""
+
+    def candidates(clean: list[float]) -> list[float]:
+        ordered = sorted(clean, reverse=True)
+        lowest = ordered[-1] if ordered else min(rates)
+        return ordered + [round(lowest * 0.75 ** step) for step in range(1, 4)]
+
+    return candidates
 
 
-def _percentile(values: list[float], fraction: float) -> float | None:
-    if not values:
-        return None
-    index = min(len(values) - 1, max(0, int(round(fraction * len(values))) - 1))
-    return round(values[index], 2)
+def _describe(phase: str, result: dict[str, Any]) -> str:
+    if phase == "search":
+        return (f"search {result['rate']:.0f}/s: {result['successful']} ok, "
+                f"{result['failed']} failed, p99 {result['p99_ms']} ms")
+    return (f"run {result['rate']:.0f}/s for {result['duration_s']:.0f}s: "
+            f"{result['successful']} ok, {result['failed']} failed, "
+            f"{result['registrations_per_s']:.0f}/s, p50 {result['p50_ms']} ms, "
+            f"p99 {result['p99_ms']} ms, edge {result['edge_cpu_us_per_registration']} us "
+            f"CPU/registration, load {result['load_average']}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--duration", type=float, default=30.0)
-    parser.add_argument("--search-duration", type=float, default=10.0)
-    parser.add_argument("--runs", type=int, default=3)
+    add_search_arguments(parser, rates="500,750,1000,1250,1500,1750,2000")
     parser.add_argument("--processes", type=int, default=4)
-    parser.add_argument("--rates", default="500,750,1000,1250,1500,1750,2000")
     args = parser.parse_args()
-    if shutil.which("sipp") is None:
-        print("sipp is not installed (apt-get install sip-tester)", file=sys.stderr)
+    if sipp_missing():
         return 2
     rates = sorted(float(r) for r in args.rates.split(","))
     workdir = Path(tempfile.mkdtemp(prefix="mirliton-bench-register-"))
@@ -233,45 +217,17 @@ def main() -> int:
     attempts: list[dict[str, Any]] = []
     try:
         run_load(node, rates[0] / 2, 3.0, workdir)  # warm-up: caches, AOR actors, store
-        clean: list[float] = []
-        for rate in rates:
-            result = run_load(node, rate, args.search_duration, workdir)
-            search.append(result)
-            print(f"search {rate:.0f}/s: {result['successful']} ok, {result['failed']} failed, "
-                  f"p99 {result['p99_ms']} ms", file=sys.stderr)
-            if result["failed"]:
-                break
-            clean.append(rate)
-        # Confirm the highest clean rate with full-length runs; a failing confirmation steps
-        # down to the next clean rate, then by a quarter at a time (bounded).
-        candidates = sorted(clean, reverse=True)
-        lowest = candidates[-1] if candidates else rates[0]
-        candidates += [round(lowest * 0.75 ** step) for step in range(1, 4)]
-        for rate in candidates:
-            confirmations = []
-            for _ in range(args.runs):
-                result = run_load(node, rate, args.duration, workdir)
-                confirmations.append(result)
-                print(f"run {rate:.0f}/s for {args.duration:.0f}s: {result['successful']} ok, "
-                      f"{result['failed']} failed, {result['registrations_per_s']:.0f}/s, "
-                      f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, edge "
-                      f"{result['edge_cpu_us_per_registration']} us CPU/registration, load "
-                      f"{result['load_average']}", file=sys.stderr)
-                if result["failed"]:
-                    break
-            attempts.extend(confirmations)
-            if len(confirmations) == args.runs and not any(r["failed"] for r in confirmations):
-                break
-        else:
-            confirmations = []
+        search, confirmations, attempts = search_and_confirm(
+            lambda rate, seconds: run_load(node, rate, seconds, workdir), rates,
+            search_duration=args.search_duration, duration=args.duration, runs=args.runs,
+            fallbacks=_fallbacks(rates), describe=_describe)
     finally:
         node.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     ok = bool(confirmations)
 
     def median(key: str) -> float | None:
-        values = [r[key] for r in confirmations if r.get(key) is not None]
-        return round(statistics.median(values), 2) if values else None
+        return median_of(confirmations, key)
 
     summary = {
         "benchmark": "register",
@@ -290,11 +246,7 @@ def main() -> int:
                                            "p50_ms", "p99_ms", "edge_cpu_us_per_registration",
                                            "load_average")} for r in attempts],
     }
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        for key, value in summary.items():
-            print(f"{key}: {value}")
+    print_summary(summary, args.json)
     return 0
 
 
