@@ -73,6 +73,9 @@ class EdgeContext:
     lingering: deque[tuple[float, ServerTransaction]] = field(default_factory=deque)
     # The edge's own address for Proxy-Path in reg_success / reg_query answers.
     proxy_uri: str = ""
+    # (transport key, local address) of each SIP listener: requests the edge originates
+    # (MWI NOTIFYs) leave through the listener of the phone's transport.
+    sip_listeners: list[tuple[str, tuple[str, int]]] = field(default_factory=list)
 
     @classmethod
     def create(cls, cfg: Config, bus: Bus, store: Store) -> EdgeContext:

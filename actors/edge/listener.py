@@ -1,5 +1,10 @@
 """The edge on the bus: answers ``reg_query`` and the registrations listing, handles
-``reg_flush``, and forgets cached credentials when device or account documents change."""
+``reg_flush``, forgets cached credentials when device or account documents change, and hands
+``mwi_update`` to the AOR's registration actor (which NOTIFYs its phones, actors/edge/mwi.py).
+
+Every edge hears every ``mwi_update`` (``mwi_updates.*.*``, as each Kamailio's presence
+module does): only the edge holding the AOR's bindings has anything to send, the others
+find no actor and drop it."""
 
 from __future__ import annotations
 
@@ -8,14 +13,17 @@ from typing import Any
 
 from actors.edge.api import LIST_ROUTING_KEY, registrations_resp
 from actors.edge.context import EdgeContext
+from actors.edge.mwi import counts_from_update
 from actors.edge.registrations import (
     FlushRegistration,
     ListBindings,
+    MwiUpdate,
     aor_actor_name,
     registration_actors,
 )
-from actors.kernel import ActorDead, ActorRef, CallTimeout, whereis
+from actors.kernel import ActorDead, ActorRef, CallTimeout, current_call_id, whereis
 from bus import Binding, Delivery, Message
+from bus.api.presence import split_to
 from bus.api.registration import reg_query_resp
 from bus.listener import ListenerActor
 
@@ -39,12 +47,14 @@ class EdgeBusListener(ListenerActor):
         Binding("registrar", LIST_ROUTING_KEY),
         Binding("configuration", "*.*.device.*"),
         Binding("configuration", "*.*.account.*"),
+        Binding("presence", "mwi_updates.*.*"),
     )
     responders = {
         ("directory", "reg_query"): "on_reg_query",
         ("directory", "reg_flush"): "on_reg_flush",
         ("directory", "registrations_req"): "on_list",
         ("configuration", "*"): "on_doc_change",
+        ("presence", "mwi_update"): "on_mwi_update",
     }
 
     def __init__(self, ctx: EdgeContext) -> None:
@@ -91,6 +101,17 @@ class EdgeBusListener(ListenerActor):
         for _, ref in registration_actors(realm):
             rows.extend(_bindings_of(ref))
         self.reply(msg, registrations_resp.build(registrations=rows))
+
+    def on_mwi_update(self, msg: Message, delivery: Delivery) -> None:
+        current_call_id.set(msg.get("Call-ID"))  # the voicemail call that changed the box
+        user, realm = split_to(str(msg["To"]))
+        aor = f"{user.lower()}@{realm.lower()}"
+        ref = whereis(aor_actor_name(aor))
+        if ref is None:
+            log.debug("mwi_update for %s: not registered here", aor)
+            return
+        # Sent, not called: the actor sends the NOTIFYs while this listener goes on.
+        ref.send(MwiUpdate(counts_from_update(msg), msg.get("Call-ID")))
 
     def on_doc_change(self, msg: Message, delivery: Delivery) -> None:
         doc_type = msg.get("Type")

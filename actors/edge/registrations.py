@@ -30,6 +30,7 @@ from actors.edge.bindings import (
 )
 from actors.edge.context import EdgeContext
 from actors.edge.credentials import Credentials
+from actors.edge.mwi import MwiCounts, owner_counts, send_notify
 from actors.edge.persistence import REGISTRATIONS_DB, WRITER_NAME, WriteBindings, load_node_bindings
 from actors.kernel import (
     Actor,
@@ -55,6 +56,7 @@ from supervisors.local import Supervisor, SupervisorError
 __all__ = [
     "FlushRegistration",
     "ListBindings",
+    "MwiUpdate",
     "RegistrationActor",
     "RegistrationSupervisor",
     "SaveRegistration",
@@ -106,6 +108,14 @@ class ListBindings:
 @dataclass(frozen=True)
 class FlushRegistration:
     """Drop every binding (reg_flush: device deleted, password changed)."""
+
+
+@dataclass(frozen=True)
+class MwiUpdate:
+    """Messages waiting for this AOR (an ``mwi_update``): NOTIFY every live binding."""
+
+    counts: MwiCounts
+    call_id: str | None = None  # the call that changed the box, for the logs
 
 
 @dataclass(frozen=True)
@@ -231,6 +241,10 @@ class RegistrationActor(Actor):
             log.info("REGISTER %s from %s:%d: %d binding(s) (+%d -%d)", self.aor, *save.source,
                      len(self.bindings), len(outcome.added), len(outcome.removed))
         self._publish_success(save, outcome, now)
+        if outcome.added and save.credentials is not None and save.credentials.owner_id:
+            # A phone's first registration learns the counts at once; the store reads run
+            # in a greenlet of their own, the actor goes on with the next REGISTER.
+            gevent.spawn(self._initial_mwi, outcome.added, save.credentials, request.call_id)
         self._arm_timer(now)
         self._stop_if_empty()
         return "answered"
@@ -252,6 +266,28 @@ class RegistrationActor(Actor):
         self._persist()
         self._stop_if_empty()
         return "flushed"
+
+    @on(MwiUpdate)
+    def on_mwi(self, update: MwiUpdate) -> None:
+        current_call_id.set(update.call_id)
+        now = time.time()
+        for binding in self.bindings.values():
+            if binding.expires_at > now:
+                send_notify(self.ctx, self.aor, binding, update.counts, self.meta.get("realm"))
+
+    def _initial_mwi(self, added: tuple[Binding, ...], credentials: Credentials,
+                     call_id: str) -> None:
+        current_call_id.set(call_id)  # a new greenlet starts with a context of its own
+        try:
+            counts = owner_counts(self.ctx, credentials.account_id, credentials.owner_id)
+            if counts is None:
+                return
+            for binding in added:
+                current = self.bindings.get(binding.uri)  # still there (maybe refreshed)
+                if current is not None:
+                    send_notify(self.ctx, self.aor, current, counts, credentials.realm)
+        except Exception:  # noqa: BLE001 - a lamp must never cost a registration
+            log.exception("AOR %s: initial MWI failed", self.aor)
 
     @on(_ExpiryDue)
     def on_expiry(self, _: _ExpiryDue) -> None:

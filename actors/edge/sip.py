@@ -22,7 +22,10 @@ a REGISTER with credentials is authenticated - credentials from the cache (inlin
 ``authn_req`` on the bus (in a greenlet of a bounded pool), digest verified here, failures
 counted towards the lockout (403 + Retry-After) - and handed to its AOR's registration
 actor, which answers it; INVITE is challenged with 407 and, authenticated, answered 480 until a
-calls role takes calls; in-dialog requests get 481, other known methods 405, unknown 501.
+calls role takes calls; a SUBSCRIBE to ``message-summary`` (new or a refresh) is challenged
+with 407 and, authenticated, answered by :class:`actors.edge.mwi.MwiSubscriptions` (200 and a
+NOTIFY with the voicemail counts); in-dialog requests get 481, other known methods 405,
+unknown 501.
 """
 
 from __future__ import annotations
@@ -38,10 +41,11 @@ import gevent
 import gevent.pool
 
 from actors.edge.bindings import aor_key
-from actors.edge.context import EdgeContext
+from actors.edge.context import EdgeContext, nonce_secret
 from actors.edge.credentials import Credentials, ask_registrar
 from actors.edge.guards import has_ip_literal_domain, is_scanner
 from actors.edge.metrics import AUTH_FAILURES, DROPPED, count_request, count_response, flush_counts
+from actors.edge.mwi import MwiSubscriptions, is_mwi_subscribe, on_client_event
 from actors.edge.registrations import SaveRegistration, dispatch_registration
 from actors.kernel import Actor, current_call_id
 from bus import BusError, RequestTimeout
@@ -171,6 +175,9 @@ class EdgeSipActor(Actor):
         self._decoy_password = secrets.token_hex(16)
         self._since_yield = 0
         self._overload_logged = 0.0
+        # The To-tags of SUBSCRIBE dialogs are keyed from the nonce secret, so every edge of a
+        # cluster (and a restarted one) recognises the refreshes of the others' dialogs.
+        self.mwi = MwiSubscriptions(ctx, nonce_secret(ctx.config))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -206,6 +213,7 @@ class EdgeSipActor(Actor):
         first = self.transports[0].local_address if self.transports else ("127.0.0.1", 5060)
         host = first[0] if first[0] not in ("0.0.0.0", "::") else "127.0.0.1"
         self.ctx.proxy_uri = f"sip:{host}:{first[1]}"
+        self.ctx.sip_listeners = [(t.key, t.local_address) for t in self.transports]
         self.ctx.runner = self.runner
         self._flusher = gevent.spawn(self._flush_metrics)
 
@@ -342,6 +350,8 @@ class EdgeSipActor(Actor):
     def _on_event(self, event: Any) -> None:
         if isinstance(event, RequestReceived):
             self.route_request(event)
+        else:
+            on_client_event(event)  # answers to the NOTIFYs the edge sent
 
     def route_request(self, event: RequestReceived) -> None:
         request = event.request
@@ -352,6 +362,12 @@ class EdgeSipActor(Actor):
             self.ctx.respond(event.transaction, self._options_response(request))
         elif method == "REGISTER":
             self._on_register(event, trusted)
+        elif is_mwi_subscribe(request):
+            # New or a refresh (the edge's To-tag proves the dialog): authenticated either way.
+            if trusted:
+                self.mwi.subscribe(event, None)
+            else:
+                self._authenticate_then(event, proxy=True, then=self.mwi.subscribe)
         elif method in AUTHORIZED_METHODS and request.to.tag is None:
             if trusted:
                 self._no_call_handler(event)
