@@ -11,6 +11,7 @@ from prometheus_client import Counter, Gauge
 __all__ = [
     "AUTH_FAILURES",
     "DROPPED",
+    "MWI_NOTIFIES",
     "REGISTRATIONS",
     "REQUESTS",
     "RESPONSES",
@@ -38,6 +39,12 @@ DROPPED = Counter(
 )
 AUTH_FAILURES = Counter(
     "mirliton_edge_auth_failures", "Digest authentications that failed (wrong or unknown user)."
+)
+MWI_NOTIFIES = Counter(
+    "mirliton_edge_mwi_notifies",
+    "message-summary NOTIFYs the edge sent: unsolicited (to registered contacts) or in the "
+    "dialog of a SUBSCRIBE.",
+    ["kind"],
 )
 
 _KNOWN_METHODS = frozenset({

@@ -35,6 +35,7 @@ from actors.callflow.lookup import ensure_type_index
 from actors.edge.bindings import Binding, aor_key
 from actors.edge.context import EdgeContext
 from actors.edge.credentials import Credentials
+from actors.edge.metrics import MWI_NOTIFIES
 from actors.kernel import current_call_id
 from protocols.sip import (
     ClientTransaction,
@@ -60,6 +61,7 @@ __all__ = [
     "dialog_tag",
     "local_address",
     "owner_counts",
+    "wants_unsolicited",
     "send_notify",
     "summary_body",
 ]
@@ -155,9 +157,23 @@ def send_notify(ctx: EdgeContext, aor: str, binding: Binding, counts: MwiCounts,
     except (OSError, ValueError, KeyError) as error:
         log.warning("MWI NOTIFY for %s to %s:%d not sent: %s", aor, *destination, error)
         return False
+    MWI_NOTIFIES.labels(kind="unsolicited").inc()
     log.info("MWI NOTIFY %s %d/%d to %s:%d (%s)", aor, counts.new, counts.saved, *destination,
              binding.transport)
     return True
+
+
+def wants_unsolicited(ctx: EdgeContext, account_id: str | None, device_id: str | None) -> bool:
+    """False for a device with Kazoo's ``mwi_unsolicited_updates: false`` (its lamp is driven
+    by its own SUBSCRIBE, or not at all)."""
+    if not account_id or not device_id:
+        return True
+    try:
+        device = ctx.store.open_or_none(account_db_name(account_id), device_id)
+    except StoreError as error:
+        log.warning("MWI: cannot read device %s: %s", device_id, error)
+        return True
+    return device is None or device.get("mwi_unsolicited_updates") is not False
 
 
 def owner_counts(ctx: EdgeContext, account_id: str | None, owner_id: str | None,
@@ -309,6 +325,7 @@ class MwiSubscriptions:
         except (OSError, ValueError, KeyError) as error:
             log.warning("MWI NOTIFY to %s:%d not sent: %s", *event.source, error)
             return
+        MWI_NOTIFIES.labels(kind="dialog").inc()
         log.info("MWI NOTIFY %s@%s %d/%d in dialog to %s:%d", user, realm, counts.new,
                  counts.saved, *event.source)
 

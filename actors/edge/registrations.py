@@ -30,7 +30,7 @@ from actors.edge.bindings import (
 )
 from actors.edge.context import EdgeContext
 from actors.edge.credentials import Credentials
-from actors.edge.mwi import MwiCounts, owner_counts, send_notify
+from actors.edge.mwi import MwiCounts, owner_counts, send_notify, wants_unsolicited
 from actors.edge.persistence import REGISTRATIONS_DB, WRITER_NAME, WriteBindings, load_node_bindings
 from actors.kernel import (
     Actor,
@@ -279,6 +279,8 @@ class RegistrationActor(Actor):
                      call_id: str) -> None:
         current_call_id.set(call_id)  # a new greenlet starts with a context of its own
         try:
+            if not wants_unsolicited(self.ctx, credentials.account_id, credentials.device_id):
+                return
             counts = owner_counts(self.ctx, credentials.account_id, credentials.owner_id)
             if counts is None:
                 return

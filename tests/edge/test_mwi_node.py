@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,13 @@ import pytest
 
 from protocols.sip import DigestClient
 from protocols.sip.digest import retry_with_credentials
-from tests.calls.conftest import PBX, Phone, start_pbx, stop_pbx
+from tests.calls.conftest import (
+    PBX,
+    Phone,
+    calls_amqp_url,  # noqa: F401 - the amqp platform's fixture
+    start_pbx,
+    stop_pbx,
+)
 from tests.edge.sipclient import SipProbe
 from tests.foundation.nodeutil import REPO
 
@@ -37,6 +44,10 @@ pytestmark = pytest.mark.timeout(600)
 MWI_PHONE = Path(__file__).with_name("mwi_phone.py")
 CALLER, OWNER, OWNER_TCP, SUBSCRIBER = "1001", "1002", "1003", "1004"
 MAILBOX = "3001"
+# On the embedded defaults (local bus, embedded store) and on RabbitMQ + the suite's
+# CouchDB-API server.
+PLATFORMS = ["embedded", pytest.param("amqp+couchdb", marks=[pytest.mark.amqp,
+                                                             pytest.mark.couchdb])]
 
 
 class MwiPhone:
@@ -111,12 +122,20 @@ class MwiPhone:
             self.proc.wait()
 
 
-@pytest.fixture(scope="module")
-def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PBX]:
+@pytest.fixture(scope="module", params=PLATFORMS)
+def pbx(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[PBX]:
+    backends: dict[str, str] = {}
+    if request.param == "amqp+couchdb":
+        backends = {"bus_url": request.getfixturevalue("calls_amqp_url"),
+                    "store_url": request.getfixturevalue("couchdb_url")}
     pbx = start_pbx(tmp_path_factory.mktemp("mwi"), shards=1,
-                    MIRLITON_MEDIA__RTP_PORT_MIN="45000", MIRLITON_MEDIA__RTP_PORT_MAX="45999")
+                    MIRLITON_MEDIA__RTP_PORT_MIN="45000", MIRLITON_MEDIA__RTP_PORT_MAX="45999",
+                    **backends)
     try:
-        pbx.provision("mwi.example.com", [CALLER, OWNER, OWNER_TCP, SUBSCRIBER])
+        # A realm of this run only: a CouchDB server may outlive one run.
+        realm = f"mwi-{uuid.uuid4().hex[:6]}.example.com"
+        pbx.provision(realm, [CALLER, OWNER, OWNER_TCP, SUBSCRIBER])
         owner = pbx.add_user("Owner", [OWNER, OWNER_TCP, SUBSCRIBER])
         box = pbx.add_doc("vmbox", {"name": "Owner's box", "mailbox": MAILBOX,
                                     "owner_id": owner, "pin": "4567", "skip_greeting": True})
