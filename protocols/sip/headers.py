@@ -25,6 +25,7 @@ from .errors import SipParseError
 from .uri import FAST_URI_PATTERN, URI
 
 __all__ = [
+    "TOP_VIA",
     "Headers",
     "Via",
     "NameAddr",
@@ -90,6 +91,10 @@ COMMA_SPLIT_HEADERS = frozenset(
 
 _name_cache: dict[str, str] = {}
 _NAME_CACHE_MAX = 2048
+
+# Typed-cache key of the top Via alone (see Message.top_via), kept apart from the list of
+# every Via so that reading the top one never parses the others.
+TOP_VIA = "via:top"
 
 # Short texts that recur from message to message (hosts, users, header values such as Allow)
 # are kept once and shared by every parsed message: a held call keeps several messages, and
@@ -287,7 +292,8 @@ class Headers:
     Lookups take any spelling (``"v"``, ``"VIA"``, ``"Via"``). Comma lists of Via, Contact,
     Route, Record-Route, Path and Service-Route are one entry per value.
 
-    Typed values parsed from the entries are cached here and dropped on every mutation.
+    Typed values parsed from the entries are cached here; a mutation drops those of the
+    header it changed.
     """
 
     __slots__ = ("_entries", "_typed")
@@ -374,8 +380,9 @@ class Headers:
 
     def add(self, name: str, value: object) -> None:
         """Append a header at the bottom. ``value`` may be a str or a typed value."""
-        self._entries.append(self._entry(name, value))
-        self._typed.clear()
+        entry = self._entry(name, value)
+        self._entries.append(entry)
+        self._forget(entry[0])
 
     def insert(self, name: str, value: object) -> None:
         """Insert a header above the topmost header of that name (or at the very top): how a
@@ -388,14 +395,14 @@ class Headers:
                 position = index
                 break
         self._entries.insert(position, entry)
-        self._typed.clear()
+        self._forget(key)
 
     def remove(self, name: str) -> int:
         """Remove every header of that name; returns how many were removed."""
         key = canonical_key(name)
         before = len(self._entries)
         self._entries = [entry for entry in self._entries if entry[0] != key]
-        self._typed.clear()
+        self._forget(key)
         return before - len(self._entries)
 
     def remove_first(self, name: str) -> str | None:
@@ -405,7 +412,7 @@ class Headers:
         for index, entry in enumerate(self._entries):
             if entry[0] == key:
                 del self._entries[index]
-                self._typed.clear()
+                self._forget(key)
                 return entry[2]
         return None
 
@@ -425,7 +432,7 @@ class Headers:
         if not placed:
             new_entries.append(entry)
         self._entries = new_entries
-        self._typed.clear()
+        self._forget(key)
 
     def set_first(self, name: str, value: object) -> None:
         """Replace only the topmost header of that name in place (append when absent): e.g.
@@ -434,10 +441,19 @@ class Headers:
         for index, existing in enumerate(self._entries):
             if existing[0] == entry[0]:
                 self._entries[index] = entry
-                self._typed.clear()
+                self._forget(entry[0])
                 return
         self._entries.append(entry)
-        self._typed.clear()
+        self._forget(entry[0])
+
+    def _forget(self, key: str) -> None:
+        """Drop the typed values of one header after it changed; the others stay valid (each
+        typed value is parsed from its own header's entries only)."""
+        typed = self._typed
+        if typed:
+            typed.pop(key, None)
+            if key == "via":
+                typed.pop(TOP_VIA, None)
 
     # -- serialization ------------------------------------------------------------------------
     def lines(self) -> list[str]:

@@ -1,7 +1,7 @@
 """SIP requests and responses: typed access, mutation, serialization, builders.
 
 Typed values (``msg.vias``, ``msg.from_`` ...) are parsed from the header entries on first use and
-cached in ``msg.headers``; any mutation through ``msg.headers`` drops the cache. Typed objects are
+cached in ``msg.headers``; a mutation through ``msg.headers`` drops that header's. Typed objects are
 snapshots: after changing one (say ``via.params["received"] = ip``), write it back with
 ``msg.headers.set_first("Via", via)``.
 
@@ -22,6 +22,7 @@ from .errors import REASON_PHRASES, SipParseError
 from .headers import (
     MAGIC_COOKIE,
     TOKEN_RE,
+    TOP_VIA,
     CSeq,
     Headers,
     NameAddr,
@@ -135,8 +136,6 @@ VALUE_PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 
-# Typed-cache key of the top Via alone, which parse_message fills without parsing the others.
-TOP_VIA = "via:top"
 
 
 def _typed(headers: Headers, key: str) -> list[Any]:
@@ -197,15 +196,29 @@ class Message:
         return _typed(self.headers, "via")
 
     @property
-    def via(self) -> Via:
-        """The top Via."""
-        top = self.headers._typed.get(TOP_VIA)
+    def top_via(self) -> Via | None:
+        """The top Via, or None when there is none. Only that one is parsed (transactions
+        read it for every message; a request that went through proxies has several)."""
+        typed = self.headers._typed
+        top = typed.get(TOP_VIA)
         if top is not None:
             return top
-        vias = _typed(self.headers, "via")
-        if not vias:
+        vias = typed.get("via")
+        if vias is not None:
+            return vias[0] if vias else None
+        for entry in self.headers._entries:
+            if entry[0] == "via":
+                top = typed[TOP_VIA] = Via.parse(entry[2])
+                return top
+        return None
+
+    @property
+    def via(self) -> Via:
+        """The top Via."""
+        top = self.top_via
+        if top is None:
             raise _missing("via")
-        return vias[0]
+        return top
 
     @property
     def from_(self) -> NameAddr:

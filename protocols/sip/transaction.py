@@ -240,8 +240,8 @@ Event = (
 
 
 def _branch(message: Message) -> str:
-    vias = message.vias
-    return (vias[0].branch or "") if vias else ""
+    via = message.top_via  # not message.vias: the Vias below the top one are not parsed
+    return (via.branch or "") if via is not None else ""
 
 
 def _is_rfc3261_branch(branch: str) -> bool:
@@ -250,7 +250,7 @@ def _is_rfc3261_branch(branch: str) -> bool:
 
 
 def _sent_by(message: Message) -> str:
-    return message.vias[0].sent_by.lower()
+    return message.via.sent_by.lower()
 
 
 def _cseq(message: Message) -> tuple[int, str]:
@@ -492,9 +492,9 @@ class TransactionLayer:
         """The server transaction a request (or its retransmission) belongs to (17.2.3); None
         also when the request lacks what matching needs (Via, and for RFC 2543 requests From,
         Call-ID, CSeq)."""
-        if not request.vias:
-            return None
         try:
+            if request.top_via is None:
+                return None
             return self._server.get(self._server_key(request))
         except SipParseError:
             return None
@@ -637,7 +637,7 @@ class TransactionLayer:
         # 17.1.3: match on top Via branch and CSeq method. A response without the headers
         # RFC 3261 8.1.1 makes mandatory (and every TU reads) is dropped here.
         headers = response.headers
-        if not response.vias or not all(name in headers for name in _RESPONSE_MANDATORY):
+        if response.top_via is None or not all(name in headers for name in _RESPONSE_MANDATORY):
             return
         key = (_branch(response), _cseq(response)[1])
         transaction = self._client.get(key)
@@ -743,14 +743,14 @@ class TransactionLayer:
             request.from_.tag or "",
             request.call_id,
             str(number),
-            str(request.vias[0]) if request.vias else "",
+            str(request.via),
             method,
         )
 
     def _receive_request(
         self, request: Request, source: Address, transport: str, now: float
     ) -> None:
-        if not request.vias:
+        if request.top_via is None:
             return  # the message layer validates; without a Via we cannot even answer
         if self.stamp_received:
             stamp_via(request, source)
@@ -852,7 +852,7 @@ class TransactionLayer:
         """RFC 3261 18.2.2 / RFC 3581: where responses go."""
         if self.symmetric_responses or is_reliable(transport):
             return source
-        return via_response_address(request.vias[0], source)
+        return via_response_address(request.via, source)
 
     # -- internals: timers ----------------------------------------------------------------
 

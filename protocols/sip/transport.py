@@ -411,9 +411,11 @@ def _reliable_response_fallback(item: Outgoing) -> Address | None:
     came in on; when that connection is gone, the server connects to the ``received`` address
     (or sent-by host) at the sent-by port instead."""
     message = item.message
-    if not isinstance(message, Response) or not is_reliable(item.transport) or not message.vias:
+    if not isinstance(message, Response) or not is_reliable(item.transport):
         return None
-    via = message.vias[0]
+    via = message.top_via
+    if via is None:
+        return None
     host = via.received or via.host
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]

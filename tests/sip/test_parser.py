@@ -774,3 +774,24 @@ def test_names_and_recurring_values_are_shared_between_messages() -> None:
     assert first.via.host is second.via.host and first.via.transport is second.via.transport
     assert first.from_.uri.host is second.from_.uri.host
     assert bytes(first) == bytes(second) == INVITE
+
+
+def test_top_via_alone_is_parsed_and_a_mutation_drops_only_its_header() -> None:
+    msg = parse_message(INVITE.replace(
+        b"Max-Forwards: 70\r\n",
+        b"Via: SIP/2.0/UDP proxy.example.com;branch=z9hG4bKlower\r\nMax-Forwards: 70\r\n"))
+    assert isinstance(msg, Request)
+    sender = msg.from_
+    top = msg.top_via
+    assert top is not None and top.host == "pc33.atlanta.example.com"
+    assert "via" not in msg.headers._typed  # the lower Via was validated, never built
+    # What a transaction does on receipt: stamp the top Via and write it back.
+    top.params["received"] = "192.0.2.9"
+    msg.headers.set_first("Via", top)
+    assert msg.from_ is sender  # other headers' typed values survive the change
+    assert msg.via.received == "192.0.2.9" and msg.via is not top
+    assert [via.host for via in msg.vias] == ["pc33.atlanta.example.com", "proxy.example.com"]
+    msg.headers.remove("Via")
+    assert msg.top_via is None and msg.from_ is sender
+    with pytest.raises(SipParseError):
+        _ = msg.via
