@@ -54,16 +54,21 @@ from store.kazoo import account_db_name, is_soft_deleted
 from store.voicemail import count_messages
 
 __all__ = [
-    "EVENT",
     "CONTENT_TYPE",
+    "EVENT",
     "MwiCounts",
+    "MwiSubscriptions",
     "build_notify",
+    "counts_from_update",
     "dialog_tag",
+    "is_mwi_subscribe",
     "local_address",
+    "mailbox_counts",
+    "on_client_event",
     "owner_counts",
-    "wants_unsolicited",
     "send_notify",
     "summary_body",
+    "wants_unsolicited",
 ]
 
 log = logging.getLogger("mirliton.edge.mwi")
@@ -213,17 +218,17 @@ def counts_from_update(msg: dict[str, Any]) -> MwiCounts:
                      int(msg.get("Messages-Urgent-Saved") or 0))
 
 
-__all__ += ["counts_from_update"]
-
 
 # -- SUBSCRIBE message-summary ------------------------------------------------------------------
 
 MAX_SUBSCRIPTION = 3600  # s granted at most (Kamailio's presence max_expires)
 DEFAULT_SUBSCRIPTION = 3600  # s when the SUBSCRIBE names none (RFC 3842 leaves it to us)
-# NOTIFY CSeqs of the edge's stateless dialogs: tenths of a second since this epoch, so each
-# NOTIFY of a dialog has a higher one than the last without any counter kept (below 2^31
-# for about six years from it).
-_CSEQ_EPOCH = 1_790_000_000
+# NOTIFY CSeqs of the edge's stateless dialogs: tenths of a second since this epoch (June
+# 2025; below 2^31 until 2031), so each NOTIFY of a dialog - from this edge, a restarted one
+# or another one - has a higher CSeq than the last without a counter per dialog; within this
+# process they also always grow (a clock stepped back, two NOTIFYs in a tenth of a second).
+_CSEQ_EPOCH = 1_750_000_000
+_last_cseq = 0
 
 
 def is_mwi_subscribe(request: Request) -> bool:
@@ -232,7 +237,9 @@ def is_mwi_subscribe(request: Request) -> bool:
 
 
 def _notify_cseq() -> int:
-    return max(1, int((time.time() - _CSEQ_EPOCH) * 10)) % 2**31
+    global _last_cseq
+    _last_cseq = max(_last_cseq + 1, int((time.time() - _CSEQ_EPOCH) * 10)) % 2**31
+    return _last_cseq
 
 
 class MwiSubscriptions:
@@ -362,5 +369,3 @@ def on_client_event(event: Any) -> None:
             current_call_id.set(request.call_id)
             log.info("MWI NOTIFY to %s:%d: no answer", *event.transaction.peer)
 
-
-__all__ += ["MwiSubscriptions", "is_mwi_subscribe", "mailbox_counts", "on_client_event"]

@@ -12,7 +12,7 @@ from typing import Any
 import gevent
 import pytest
 
-from actors.edge.mwi import MwiCounts, dialog_tag, summary_body
+from actors.edge.mwi import MwiCounts, build_notify, dialog_tag, summary_body
 from bus import Binding, BusValidationError, connect
 from bus.api.presence import mwi_routing_key, mwi_update
 from bus.messages import lookup
@@ -76,6 +76,31 @@ def test_summary_body_is_rfc_3842() -> None:
         b"Messages-Waiting: yes\r\nMessage-Account: sip:1001@a.b\r\n"
         b"Voice-Message: 1/0 (0/0)\r\n")
     assert summary_body("1001", "a.b", MwiCounts(0, 3)).startswith(b"Messages-Waiting: no\r\n")
+
+
+def test_the_unsolicited_notify_parses_back() -> None:
+    from protocols.sip import Request, parse_message
+
+    body = summary_body("1001", "a.b", MwiCounts(2, 1))
+    notify = build_notify(request_uri="sip:1001@192.0.2.7:5062", from_uri="sip:1001@a.b",
+                          from_tag="t1", to="<sip:1001@a.b>", call_id="c1", cseq=1,
+                          local=("198.51.100.1", 5060), transport="TCP", body=body)
+    parsed = parse_message(bytes(notify))
+    assert isinstance(parsed, Request)
+    assert parsed.method == "NOTIFY" and str(parsed.uri) == "sip:1001@192.0.2.7:5062"
+    headers = parsed.headers
+    assert (headers.get("event"), headers.get("subscription-state"), parsed.content_type) == (
+        "message-summary", "active", "application/simple-message-summary")
+    assert parsed.via.transport == "TCP" and str(parsed.via.branch).startswith("z9hG4bK")
+    assert headers.get("contact") == "<sip:198.51.100.1:5060;transport=tcp>"
+    assert parsed.body == body and parsed.content_length == len(body)
+
+
+def test_notify_cseqs_grow() -> None:
+    from actors.edge.mwi import _notify_cseq
+
+    first, second = _notify_cseq(), _notify_cseq()
+    assert 0 < first < second < 2**31
 
 
 def test_dialog_tag_depends_on_the_dialog() -> None:
