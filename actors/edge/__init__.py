@@ -2,6 +2,9 @@
 
 :class:`actors.edge.role.EdgeRole` is the process; guards (:mod:`actors.edge.guards`) and
 registration bindings (:mod:`actors.edge.bindings`) are sans-I/O and tested on their own.
+Message-waiting indication (:mod:`actors.edge.mwi`): ``mwi_update`` from the bus becomes an
+unsolicited NOTIFY ``message-summary`` to the AOR's registered phones, a new binding gets its
+owner's counts, and a SUBSCRIBE to ``message-summary`` is answered with them.
 
 Configuration (``[edge]`` and ``[registrar]`` sections, or ``MIRLITON_EDGE__<KEY>``):
 
