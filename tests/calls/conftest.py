@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import struct
 import subprocess
-import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,44 +17,14 @@ from typing import Any
 import pytest
 
 from tests.calls.fake_app import FakeApp
-from tests.foundation.nodeutil import REPO, Node, free_port, wait_until
+from tests.foundation.nodeutil import Node, free_port, wait_until
+from tests.phones import Phone as PhoneProcess
+from tests.phones import dominant_frequency
 
-PHONE = Path(__file__).with_name("phone.py")
 EDGE_ROLE = "edge"
 ROLES = ["ops", "registrar", EDGE_ROLE, "cdr", "callflow", "calls"]
 
 __all__ = ["PBX", "Phone", "dominant_frequency", "start_pbx", "stop_pbx", "wait_until"]
-
-
-def dominant_frequency(path: Path, skip: float = 0.3) -> tuple[float, float]:
-    """(frequency of the strongest FFT bin in Hz, its share of the spectrum's energy) of a
-    WAV file, ignoring its first ``skip`` seconds."""
-    import numpy as np
-
-    # pjsua's recorder fixes the RIFF sizes only when it is destroyed cleanly; read the
-    # header fields and take everything after the data chunk's header instead.
-    data = path.read_bytes()
-    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        return 0.0, 0.0
-    channels = struct.unpack_from("<H", data, 22)[0]
-    rate = struct.unpack_from("<I", data, 24)[0]
-    width = struct.unpack_from("<H", data, 34)[0] // 8
-    start = data.find(b"data", 12) + 8
-    raw = data[start:]
-    raw = raw[:len(raw) - len(raw) % (width * channels)]
-    dtype = {1: np.int8, 2: np.int16, 4: np.int32}[width]
-    samples = np.frombuffer(raw, dtype=dtype).astype(np.float64)
-    if channels > 1:
-        samples = samples.reshape(-1, channels)[:, 0]
-    samples = samples[int(skip * rate):]
-    if len(samples) < rate // 4:
-        return 0.0, 0.0
-    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples)))) ** 2
-    spectrum[0] = 0.0
-    peak = int(np.argmax(spectrum))
-    window = spectrum[max(0, peak - 3):peak + 4].sum()
-    total = spectrum.sum() or 1.0
-    return peak * rate / len(samples), float(window / total)
 
 
 @dataclass
@@ -201,97 +167,19 @@ def stop_pbx(pbx: PBX) -> None:
     pbx.node.kill_everything()
 
 
-class Phone:
-    """tests/calls/phone.py in its own process, driven by JSON lines."""
+class Phone(PhoneProcess):
+    """A phone of ``pbx`` (tests/phones) registered through its edge as ``user``, playing a
+    ``tone`` Hz sine into every call and recording what it hears (``recording``)."""
 
     def __init__(self, pbx: PBX, user: str, workdir: Path, *, tone: float = 440.0,
                  answer_after: float = -1.0, reject: int = 0, record: bool = True,
                  early_media: bool = False) -> None:
         self.user = user
-        self.recording = workdir / f"heard-{user}-{uuid.uuid4().hex[:6]}.wav" if record else None
-        args = [sys.executable, str(PHONE), "--edge", pbx.edge, "--realm", pbx.realm,
-                "--user", user, "--password", pbx.passwords[user], "--tone", str(tone),
-                "--answer-after", str(answer_after), "--reject", str(reject),
-                "--workdir", str(workdir)]
-        if self.recording is not None:
-            args += ["--record", str(self.recording)]
-        if early_media:
-            args.append("--early-media")
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True, cwd=REPO,
-                                     env={**os.environ, "PYTHONPATH": str(REPO)})
-        self.events: list[dict[str, Any]] = []
-        self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            line = line.strip()
-            if line.startswith("{"):
-                event = json.loads(line)
-                self.events.append(event)
-                self._lines.put(event)
-        self._lines.put(None)
-
-    def send(self, **command: Any) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(command) + "\n")
-        self.proc.stdin.flush()
-
-    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20.0,
-                 what: str = "event", after: int = 0) -> dict[str, Any]:
-        """The first event (already seen or coming, from index ``after`` on) matching
-        ``predicate``."""
-        deadline = time.monotonic() + timeout
-        seen = after
-        while True:
-            while seen < len(self.events):
-                event = self.events[seen]
-                seen += 1
-                if predicate(event):
-                    return event
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"{self.user}: no {what} within {timeout}s; got {self.events}")
-            try:
-                if self._lines.get(timeout=min(remaining, 0.2)) is None and self.proc.poll() is not None:
-                    if seen >= len(self.events):
-                        raise AssertionError(f"{self.user}: phone exited; events {self.events}")
-            except queue.Empty:
-                pass
-
-    def registered(self, timeout: float = 20.0) -> None:
-        event = self.wait_for(lambda e: e.get("event") == "registration" and e.get("code", 0) >= 200,
-                              timeout, "registration")
-        assert event["code"] == 200, self.events
-
-    def state(self, name: str, timeout: float = 20.0) -> dict[str, Any]:
-        return self.wait_for(lambda e: e.get("event") == "state" and e.get("state") == name,
-                             timeout, f"call state {name}")
-
-    def incoming(self, timeout: float = 20.0) -> dict[str, Any]:
-        return self.wait_for(lambda e: e.get("event") == "incoming", timeout, "incoming call")
-
-    def count(self, kind: str) -> int:
-        return sum(1 for e in self.events if e.get("event") == kind)
-
-    def call(self, number: str, realm: str) -> None:
-        self.send(cmd="call", uri=f"sip:{number}@{realm}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.send(cmd="quit")
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-            except (BrokenPipeError, OSError):
-                pass
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        recording = workdir / f"heard-{user}-{uuid.uuid4().hex[:6]}.wav" if record else None
+        super().__init__(workdir, name=user, record=recording, edge=pbx.edge, realm=pbx.realm,
+                         user=user, password=pbx.passwords[user], tone=tone, loop_tone=True,
+                         answer_after=answer_after, reject=reject, early_media=early_media,
+                         user_agent=f"pjsua2-calls-{user}", lifetime=300)
 
 
 @pytest.fixture

@@ -1,15 +1,12 @@
 """Shared pieces of the edge tests: a real node with the registrar and edge roles, accounts
-and devices made with the CLI, and real phones (pjsua2 in a helper process, baresip)."""
+and devices made with the CLI, and real phones (pjsua2 in a helper process: tests/phones, baresip)."""
 
 from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
 import subprocess
-import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,9 +16,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
-from tests.foundation.nodeutil import REPO, Node, free_port, wait_until
+from tests.foundation.nodeutil import Node, free_port, wait_until
+from tests.phones import Phone as PhoneProcess
 
-PJSUA_PHONE = Path(__file__).with_name("pjsua_phone.py")
 AMQP_URL = os.environ.get("MIRLITON_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
@@ -80,63 +77,17 @@ def stop_edge_node(edge: EdgeNode) -> None:
 # -- phones -------------------------------------------------------------------------------------
 
 
-class PjsuaPhone:
-    """pjsua2 in its own process (tests/edge/pjsua_phone.py), read through its JSON lines."""
+class PjsuaPhone(PhoneProcess):
+    """A pjsua2 phone (tests/phones) registering with the edge (not its proxy) for ``hold``
+    seconds; ``keep``: it exits without unregistering."""
 
     def __init__(self, edge: EdgeNode, user: str, password: str, *, transport: str = "udp",
                  bind: str = "127.0.0.1", hold: float = 60.0, keep: bool = False,
                  realm: str | None = None) -> None:
-        args = [sys.executable, str(PJSUA_PHONE), "--registrar", f"127.0.0.1:{edge.sip_port}",
-                "--realm", realm or edge.realm, "--user", user, "--password", password,
-                "--transport", transport, "--bind", bind, "--hold", str(hold), "--stdin"]
-        if keep:
-            args.append("--keep")
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True, cwd=REPO,
-                                     env={**os.environ, "PYTHONPATH": str(REPO)})
-        self.events: list[dict[str, Any]] = []
-        # A thread reads the phone's lines: select() on a buffered pipe misses lines already
-        # read into the buffer.
-        self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        threading.Thread(target=self._read_lines, daemon=True).start()
-
-    def _read_lines(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            line = line.strip()
-            if line.startswith("{"):
-                self._lines.put(json.loads(line))
-        self._lines.put(None)
-
-    def next_event(self, timeout: float = 20.0) -> dict[str, Any] | None:
-        try:
-            event = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        if event is None:
-            self._lines.put(None)  # stays at the end for later readers
-            return None
-        self.events.append(event)
-        return dict(event)
-
-    def registration_result(self, timeout: float = 20.0) -> dict[str, Any] | None:
-        """The first final registration state (code >= 200)."""
-        while True:
-            event = self.next_event(timeout)
-            if event is None:
-                return None
-            if event.get("event") == "registration" and event.get("code", 0) >= 200:
-                return event
-
-    def stop(self) -> None:
-        """Close stdin: the phone unregisters (unless --keep) and exits."""
-        if self.proc.stdin is not None and not self.proc.stdin.closed:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        super().__init__(name=user, registrar=f"127.0.0.1:{edge.sip_port}",
+                         realm=realm or edge.realm, user=user, password=password,
+                         transport=transport, bind=bind, lifetime=hold, keep=keep,
+                         user_agent="pjsua2-mirliton-test")
 
 
 class BaresipPhone:

@@ -1,11 +1,25 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from actors.media import MediaEngine
 from tests.media.rtp_peer import RtpPeer
+from tests.phones import Phone
+
+
+class PhoneProcess(Phone):
+    """A pjsua2 phone (tests/phones) that registers nowhere and calls SIP URIs; 8 kHz bridge;
+    ``{"cmd": "stream"}`` plays ``tone_seconds`` of a ``tone`` Hz sine once; it records what
+    it hears to ``record``, complete (``recorded``) once its call ended."""
+
+    def __init__(self, record: Path, workdir: Path, *, tone: float = 440.0,
+                 tone_seconds: float = 3.0) -> None:
+        super().__init__(workdir, record=record, tone=tone, tone_seconds=tone_seconds,
+                         clock_rate=8000, close_record_on_hangup=True,
+                         user_agent="pjsua2-media-test", lifetime=120)
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Real phones through the engine: two pjsua2 phones bridged (each hears the other's tone,
 RFC 4733 digits pass from one to the other), three in a conference (each hears the other
-two, not itself). Each phone is a process of its own (tests/media/phone.py)."""
+two, not itself). Each phone is a process of its own (tests/phones/phone.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from actors.media import DtmfReceived, MediaEngine
-from tests.media.phone_process import PhoneProcess, dominant, read_wav, spectrum_at
+from tests.media.conftest import PhoneProcess
 from tests.media.rtp_peer import wait_for
 from tests.media.sip_uas import MediaUas, UasCall
+from tests.phones import dominant, read_wav, spectrum_at
 
 pytest.importorskip("pjsua2")
 

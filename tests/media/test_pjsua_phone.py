@@ -12,9 +12,10 @@ import pytest
 
 from actors.media import DigitsCollected, MediaEngine, PlaybackFinished, RecordingFinished
 from protocols.rtp import sine
-from tests.media.phone_process import PhoneProcess, dominant, read_wav
+from tests.media.conftest import PhoneProcess
 from tests.media.rtp_peer import wait_for
 from tests.media.sip_uas import MediaUas
+from tests.phones import dominant, read_wav
 
 pytest.importorskip("pjsua2")
 
