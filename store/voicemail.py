@@ -43,6 +43,7 @@ __all__ = [
     "list_messages",
     "message_audio",
     "message_db",
+    "mwi_users",
     "new_message_id",
     "save_message",
     "set_folder",
@@ -198,6 +199,28 @@ def delete_message(store: Store, account_id: str, message_id: str, *,
         store.delete(message_db(account_id, message_id), message_id, doc["_rev"])
     else:
         set_folder(store, account_id, message_id, "deleted", vmbox_id)
+
+
+def mwi_users(store: Store, account_id: str, vmbox: dict[str, Any]) -> list[str]:
+    """Who a box's message-waiting state goes to (Kazoo's cf_voicemail:update_mwi): the SIP
+    usernames of its owner's devices (unless a device turned ``mwi_unsolicited_updates`` off),
+    and the mailbox number (a phone may register as it, or subscribe to it)."""
+    users: set[str] = set()
+    if vmbox.get("mailbox"):
+        users.add(str(vmbox["mailbox"]))
+    owner_id = vmbox.get("owner_id")
+    if owner_id:
+        db = account_db_name(account_id)
+        # Selecting on pvt_type wants an index of its own (pouchdb-server otherwise answers
+        # from another index starting with pvt_type and misses documents); idempotent.
+        store.create_index(db, ["pvt_type"], name="by_pvt_type")
+        for device in store.find_all(db, {"pvt_type": "device", "owner_id": owner_id}):
+            if device.get("pvt_deleted") or device.get("mwi_unsolicited_updates") is False:
+                continue
+            username = (device.get("sip") or {}).get("username")
+            if username:
+                users.add(str(username))
+    return sorted(users)
 
 
 def message_audio(store: Store, account_id: str, message_id: str,

@@ -27,9 +27,15 @@ log = logging.getLogger("mirliton.crossbar")
 class Notifier(Protocol):
     def notify(self, event: str, db: str, doc: dict[str, Any]) -> None: ...
 
+    def publish(self, msg: Message) -> None:
+        """Any other announcement (a built, validated message), in the same order."""
+
 
 class NullNotifier:
     def notify(self, event: str, db: str, doc: dict[str, Any]) -> None:
+        return None
+
+    def publish(self, msg: Message) -> None:
         return None
 
 
@@ -41,6 +47,9 @@ class RecordingNotifier:
 
     def notify(self, event: str, db: str, doc: dict[str, Any]) -> None:
         self.events.append((event, db, doc))
+
+    def publish(self, msg: Message) -> None:
+        self.events.append((str(msg.get("Event-Name")), "", dict(msg)))
 
 
 class BusNotifier:
@@ -78,6 +87,13 @@ class BusNotifier:
         except gevent.queue.Full:
             self.dropped += 1
             log.warning("bus notification queue full: dropped %s for %s/%s", event, db, doc.get("_id"))
+
+    def publish(self, msg: Message) -> None:
+        try:
+            self._pending.put_nowait(msg)
+        except gevent.queue.Full:
+            self.dropped += 1
+            log.warning("bus notification queue full: dropped %s", msg.get("Event-Name"))
 
     def _publish_loop(self) -> None:
         while True:

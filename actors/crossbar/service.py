@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import logging
 import re
 import secrets
 import time
@@ -41,6 +42,7 @@ from actors.crossbar.errors import (
     ValidationError,
 )
 from actors.crossbar.notifier import Notifier, NullNotifier
+from bus.api.presence import mwi_update
 from store import Store, voicemail
 from store import errors as store_errors
 from store.accounts import credential_hashes
@@ -56,6 +58,8 @@ from store.kazoo import (
     set_pvt_fields,
     update_doc,
 )
+
+log = logging.getLogger("mirliton.crossbar")
 
 __all__ = [
     "ACCOUNT_RESOURCES",
@@ -1189,7 +1193,23 @@ class CrossbarService:
         except (store_errors.NotFound, store_errors.BadRequest):
             raise NotFound(f"no voicemail message {message_id}", error_id="bad_identifier") from None
 
-    def move_message(self, account_id: str, vmbox_id: str, message_id: str, folder: Any) -> dict[str, Any]:
+    def announce_mwi(self, account_id: str, vmbox_id: str) -> None:
+        """The box's new/saved counts to its owner's phones (``mwi_update``, as Kazoo's
+        cb_vmboxes does after a change through the API). Never fails the request."""
+        try:
+            box = self.vmbox(account_id, vmbox_id)
+            realm = str(self.account(account_id).get("realm") or "")
+            if not realm:
+                return
+            new, saved = voicemail.count_messages(self.store, account_id, vmbox_id)
+            for user in voicemail.mwi_users(self.store, account_id, box):
+                self.notifier.publish(mwi_update.build(
+                    to=f"{user}@{realm}", messages_new=new, messages_saved=saved))
+        except Exception as error:  # noqa: BLE001 - the lamp is not worth the API call
+            log.warning("box %s: MWI not announced: %s", vmbox_id, error)
+
+    def move_message(self, account_id: str, vmbox_id: str, message_id: str, folder: Any,
+                     *, announce: bool = True) -> dict[str, Any]:
         _check_folder(folder)
         self.get_message(account_id, vmbox_id, message_id)
         try:
@@ -1198,6 +1218,8 @@ class CrossbarService:
             # Hard-deleted between the read and the write.
             raise NotFound(f"no voicemail message {message_id}", error_id="bad_identifier") from None
         self.notifier.notify("doc_edited", voicemail.message_db(account_id, message_id), saved)
+        if announce:
+            self.announce_mwi(account_id, vmbox_id)
         return saved
 
     def move_messages(self, account_id: str, vmbox_id: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -1217,10 +1239,12 @@ class CrossbarService:
         failed: dict[str, str] = {}
         for message_id in dict.fromkeys(messages):
             try:
-                self.move_message(account_id, vmbox_id, message_id, folder)
+                self.move_message(account_id, vmbox_id, message_id, folder, announce=False)
                 succeeded.append(message_id)
             except NotFound:
                 failed[message_id] = "not_found"
+        if succeeded:
+            self.announce_mwi(account_id, vmbox_id)
         return {"succeeded": succeeded, "failed": failed}
 
     def delete_message(self, account_id: str, vmbox_id: str, message_id: str, *, hard: bool) -> dict[str, Any]:
@@ -1236,6 +1260,7 @@ class CrossbarService:
         except store_errors.Conflict:
             raise Conflict("the message changed meanwhile", error_id="stale_revision") from None
         self.notifier.notify("doc_deleted", voicemail.message_db(account_id, message_id), doc)
+        self.announce_mwi(account_id, vmbox_id)
         return doc
 
     def message_audio(self, account_id: str, vmbox_id: str, message_id: str) -> tuple[dict[str, Any], bytes, str]:

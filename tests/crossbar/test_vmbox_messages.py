@@ -99,6 +99,10 @@ def test_list_read_move_and_delete(tree: Tree, audio: bytes) -> None:
               if doc.get("_id") == second]
     assert events == [("doc_edited", message_db(account, second), "deleted"),
                       ("doc_deleted", message_db(account, second), "deleted")]
+    # ... and so is the box's new/saved count (MWI), to the mailbox at the account's realm.
+    mwi = [doc for event, _, doc in tree.notifier.events if event == "mwi_update"]
+    assert mwi and mwi[-1]["To"].startswith("3001@")
+    assert (mwi[-1]["Messages-New"], mwi[-1]["Messages-Saved"]) == (1, 0)  # first is new again
 
     # Paging as everywhere else.
     page = client.get(messages, params={"page_size": "1", "folder": "new"}).json

@@ -59,6 +59,7 @@ from store.voicemail import (
     delete_message,
     list_messages,
     message_db,
+    mwi_users,
     new_message_id,
     save_message,
     set_folder,
@@ -208,26 +209,6 @@ def _save(call: Call, box: _Box, message_id: str, recorded: Recorded | None) -> 
 # -- message-waiting indication ---------------------------------------------------------------
 
 
-def _mwi_users(call: Call, box: _Box) -> list[str]:
-    """The users ``mwi_update`` goes to: the SIP usernames of the owner's devices, and the
-    mailbox number (a phone may register as it, or subscribe to it)."""
-    users: set[str] = set()
-    if box.mailbox:
-        users.add(box.mailbox)
-    owner_id = box.doc.get("owner_id")
-    if owner_id:
-        ensure_type_index(call.store, call.account_db)
-        devices = call.store.find_all(call.account_db,
-                                      {"pvt_type": "device", "owner_id": owner_id})
-        for device in devices:
-            if is_soft_deleted(device) or device.get("mwi_unsolicited_updates") is False:
-                continue
-            username = (device.get("sip") or {}).get("username")
-            if username:
-                users.add(str(username))
-    return sorted(users)
-
-
 def publish_mwi(call: Call, box: _Box) -> None:
     """Publish the box's counts (Kazoo's cf_voicemail:update_mwi). Never raises: the lamp on a
     phone is not worth a caller's message or menu."""
@@ -237,7 +218,7 @@ def publish_mwi(call: Call, box: _Box) -> None:
             log.warning("box %s: the account has no realm, no MWI", box.mailbox)
             return
         new, saved = count_messages(call.store, call.account_id, box.id)
-        for user in _mwi_users(call, box):
+        for user in mwi_users(call.store, call.account_id, box.doc):
             call.bus.publish(mwi_update.build(to=f"{user}@{realm}", messages_new=new,
                                               messages_saved=saved, call_id=call.call_id))
         log.info("box %s: MWI %d new, %d saved published", box.mailbox, new, saved)
