@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -198,20 +198,11 @@ class UpdatingPhone:
         ok.headers.add("Content-Type", "application/sdp")
         ok.body = _sdp(self.media_port, self.sdp_version, "sendrecv")
         self.dialog = Dialog.create_uas(invite, ok)
-        data = ok.to_bytes()
-        interval = 0.5
-        while True:  # RFC 3261 13.3.1.4: the 2xx again until the ACK
-            self.probe.sock.sendto(data, source)
-            until = time.monotonic() + interval
-            while (remaining := until - time.monotonic()) > 0:
-                got = self._next(remaining)
-                if got is None:
-                    break
-                message, _ = got
-                if isinstance(message, Request) and message.method == "ACK":
-                    return invite
-            interval = min(interval * 2, 4.0)
-            assert time.monotonic() < deadline, f"{self.user}: no ACK for the 200"
+        # RFC 3261 13.3.1.4: the 2xx again until the ACK.
+        self._until(ok.to_bytes(), source,
+                    lambda m: isinstance(m, Request) and m.method == "ACK",
+                    deadline - time.monotonic(), "ACK for the 200")
+        return invite
 
     def update(self, direction: str, timeout: float = 20.0) -> Response:
         """Send an UPDATE offering ``direction`` for the stream; its final answer."""
@@ -222,10 +213,22 @@ class UpdatingPhone:
             body=_sdp(self.media_port, self.sdp_version, direction),
             content_type="application/sdp")
         destination, _ = self.dialog.next_hop()
-        data = update.to_bytes()
+        answer = self._until(
+            update.to_bytes(), destination,
+            lambda m: (isinstance(m, Response) and m.status >= 200
+                       and m.call_id == update.call_id and m.cseq == update.cseq),
+            timeout, "answer to the UPDATE")
+        assert isinstance(answer, Response)
+        return answer
+
+    def _until(self, data: bytes, destination: tuple[str, int],
+               accept: Callable[[Request | Response], bool], timeout: float,
+               what: str) -> Request | Response:
+        """Send ``data`` again, at doubling intervals (UDP: timers G and E), until a message
+        ``accept`` takes arrives; requests of the far end meanwhile are answered."""
         deadline = time.monotonic() + timeout
         interval = 0.5
-        while time.monotonic() < deadline:  # Timer E: the UPDATE again until answered
+        while time.monotonic() < deadline:
             self.probe.sock.sendto(data, destination)
             until = time.monotonic() + interval
             while (remaining := until - time.monotonic()) > 0:
@@ -233,13 +236,12 @@ class UpdatingPhone:
                 if got is None:
                     break
                 message, source = got
-                if isinstance(message, Request):
-                    self._answer_in_dialog(message, source)
-                elif (message.status >= 200 and message.call_id == update.call_id
-                      and message.cseq == update.cseq):
+                if accept(message):
                     return message
+                if isinstance(message, Request) and message.method not in ("ACK", "INVITE"):
+                    self._answer_in_dialog(message, source)
             interval = min(interval * 2, 4.0)
-        raise AssertionError(f"{self.user}: no answer to the UPDATE within {timeout}s")
+        raise AssertionError(f"{self.user}: no {what} within {timeout}s")
 
     def wait_bye(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
