@@ -4,8 +4,8 @@ A node's role processes are forked by Thespian, which takes over every signal ha
 snapshots are asked for with files instead: :func:`hook_dir` writes a ``sitecustomize.py``
 that, in every process started with that directory first on PYTHONPATH and
 PYTHONTRACEMALLOC set, runs a plain OS thread (started again after each fork) watching for
-trigger files. :func:`snapshot` drops a trigger ``<tag>.want`` and waits for each pid's
-``<tag>-<pid>.snap``; :func:`top_differences` compares two tags.
+trigger files. :func:`snapshot` drops a trigger ``<tag>.want`` naming the pids asked and waits
+for each one's ``<tag>-<pid>.snap``; :func:`top_differences` compares two tags.
 
 Tracing slows allocations down (about 2x) and the trace itself is not traced: use it to
 see what a held call is made of, not to measure RSS or CPS (run the benchmark again without
@@ -43,6 +43,13 @@ def _watch():
             if tag in done:
                 continue
             done.add(tag)
+            try:
+                with open(os.path.join(_dir, tag + ".want")) as want:
+                    pids = want.read().split()
+            except OSError:
+                continue
+            if pids and str(pid) not in pids:
+                continue  # asked of other processes only
             gc.collect()
             path = os.path.join(_dir, "%s-%d.snap" % (tag, pid))
             tracemalloc.take_snapshot().dump(path + ".part")
@@ -66,7 +73,9 @@ def hook_dir(workdir: Path) -> Path:
 def snapshot(hook: Path, tag: str, pids: list[int], timeout: float = 60.0) -> dict[int, Path]:
     """Ask every traced process for a snapshot named ``tag``; the paths of those of ``pids``."""
     snaps = hook / "snaps"
-    (snaps / f"{tag}.want").touch()
+    want = snaps / f"{tag}.want"
+    want.with_suffix(".part").write_text(" ".join(str(pid) for pid in pids))
+    want.with_suffix(".part").rename(want)  # whole, or not seen at all
     paths = {pid: snaps / f"{tag}-{pid}.snap" for pid in pids}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not all(path.exists() for path in paths.values()):
@@ -74,19 +83,26 @@ def snapshot(hook: Path, tag: str, pids: list[int], timeout: float = 60.0) -> di
     return {pid: path for pid, path in paths.items() if path.exists()}
 
 
-def top_differences(before: Path, after: Path, per: float, limit: int = 25,
-                    key: str = "lineno") -> list[dict[str, object]]:
-    """The allocation sites that grew most between two snapshots of one process, in bytes
-    divided by ``per`` (e.g. the number of held calls), largest first."""
-    old = tracemalloc.Snapshot.load(str(before))
-    new = tracemalloc.Snapshot.load(str(after))
-    rows: list[dict[str, object]] = []
-    for stat in new.compare_to(old, key)[:limit]:
-        frame = stat.traceback[0]
-        rows.append({
-            "site": f"{Path(frame.filename).name}:{frame.lineno}" if key != "filename"
-            else frame.filename,
-            "bytes_per": round(stat.size_diff / per, 1),
-            "blocks_per": round(stat.count_diff / per, 2),
-        })
-    return rows
+def top_differences(pairs: list[tuple[Path, Path]], per: float, limit: int = 25,
+                    key: str = "lineno") -> dict[str, object]:
+    """How much the memory of some processes grew between two snapshots of each ((before,
+    after) pairs: the shards of a node together), divided by ``per`` (e.g. the number of held
+    calls): in all, and at the allocation sites that grew most (file and line, or file with
+    ``key="filename"``), largest first."""
+    sizes: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    for before, after in pairs:
+        old = tracemalloc.Snapshot.load(str(before))
+        new = tracemalloc.Snapshot.load(str(after))
+        for stat in new.compare_to(old, key):
+            frame = stat.traceback[0]
+            site = frame.filename if key == "filename" else (
+                f"{Path(frame.filename).name}:{frame.lineno}")
+            sizes[site] = sizes.get(site, 0) + stat.size_diff
+            counts[site] = counts.get(site, 0) + stat.count_diff
+    ranked = sorted(sizes, key=lambda site: sizes[site], reverse=True)[:limit]
+    return {
+        "total_bytes_per": round(sum(sizes.values()) / per, 1),
+        "sites": [{"site": site, "bytes_per": round(sizes[site] / per, 1),
+                   "blocks_per": round(counts[site] / per, 2)} for site in ranked],
+    }

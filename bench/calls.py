@@ -272,16 +272,15 @@ def hold_run(node: BenchNode, calls: int, rate: float, workdir: Path) -> dict[st
     traced: dict[str, Any] = {}
     if hook is not None and established:
         snapshot(hook, "held", shard_pids + edge_pids)
-        # Calls spread over the shards by Call-ID hash: each shard holds about its share.
-        for role, pids, share in (("shard", shard_pids, established / len(shard_pids)),
-                                  ("edge", edge_pids, established)):
-            for pid in pids:
-                first, held = (hook / "snaps" / f"{tag}-{pid}.snap" for tag in ("before", "held"))
-                if first.exists() and held.exists():
-                    traced[f"{role} {pid}"] = {
-                        "by_file": top_differences(first, held, share, 12, key="filename"),
-                        "by_line": top_differences(first, held, share, 30),
-                    }
+        for role, pids in (("shards", shard_pids), ("edge", edge_pids)):
+            pairs = [(hook / "snaps" / f"before-{pid}.snap", hook / "snaps" / f"held-{pid}.snap")
+                     for pid in pids]
+            pairs = [(first, held) for first, held in pairs if first.exists() and held.exists()]
+            if pairs:
+                traced[role] = {
+                    "by_file": top_differences(pairs, established, 12, key="filename"),
+                    "by_line": top_differences(pairs, established, 30),
+                }
     proc.wait()
     result = collect(out_dir, calls, ramp, rate)
     shutil.rmtree(out_dir, ignore_errors=True)
