@@ -1,66 +1,33 @@
 """Fixtures of the bus contract suite: the same tests run on ``local`` and ``amqp``.
 
 ``amqp`` runs against the real RabbitMQ at MIRLITON_TEST_AMQP_URL in a vhost of its own
-(created with rabbitmqctl when it is available, deleted afterwards) so that these tests never
-see other tests' messages; without rabbitmqctl they use the URL's vhost and unique names.
+(tests/rabbitmq.py) so that these tests never see other tests' messages; without rabbitmqctl
+they use the URL's vhost and unique names.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import gevent
 import gevent.subprocess
 import pytest
 
 from bus import Bus, connect
+from tests.rabbitmq import amqp_vhost
 
-AMQP_URL = os.environ.get("MIRLITON_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _broker_reachable(url: str) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), 2):
-            return True
-    except OSError:
-        return False
-
-
-def _rabbitmqctl(*args: str) -> bool:
-    if shutil.which("rabbitmqctl") is None:
-        return False
-    done = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60)
-    return done.returncode == 0
 
 
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:
-    if not _broker_reachable(AMQP_URL):
-        pytest.fail(f"no RabbitMQ at {AMQP_URL}: the test command starts it (tests/services/setup.sh)")
-    parts = urlsplit(AMQP_URL)
-    vhost = f"mirliton-test-bus-{uuid.uuid4().hex[:8]}"
-    user = parts.username or "guest"
-    if _rabbitmqctl("add_vhost", vhost) and _rabbitmqctl(
-        "set_permissions", "-p", vhost, user, ".*", ".*", ".*"
-    ):
-        try:
-            yield urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), "", ""))
-        finally:
-            _rabbitmqctl("delete_vhost", vhost)
-    else:
-        yield AMQP_URL
+    with amqp_vhost("bus") as url:
+        yield url
 
 
 @pytest.fixture(params=["local", pytest.param("amqp", marks=pytest.mark.amqp)])

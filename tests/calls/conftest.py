@@ -5,8 +5,6 @@ store; real pjsua2 phones in helper processes; audio checks by FFT."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,11 +18,13 @@ from tests.calls.fake_app import FakeApp
 from tests.foundation.nodeutil import Node, free_port, wait_until
 from tests.phones import Phone as PhoneProcess
 from tests.phones import dominant_frequency
+from tests.rabbitmq import amqp_vhost
 
 EDGE_ROLE = "edge"
 ROLES = ["ops", "registrar", EDGE_ROLE, "cdr", "callflow", "calls"]
 
-__all__ = ["PBX", "Phone", "dominant_frequency", "start_pbx", "stop_pbx", "wait_until"]
+__all__ = ["PBX", "Phone", "backends", "dominant_frequency", "start_pbx", "stop_pbx",
+           "wait_until"]
 
 
 @dataclass
@@ -193,48 +193,21 @@ def app(pbx: PBX) -> Iterator[FakeApp]:
         fake.close()
 
 
-@pytest.fixture
-def phones(tmp_path: Path) -> Iterator[list[Phone]]:
-    """Phones made in a test are stopped when it ends."""
-    made: list[Phone] = []
-    yield made
-    for phone in made:
-        phone.stop()
-
-
 # -- backends -------------------------------------------------------------------------------------
 
-AMQP_URL = os.environ.get("MIRLITON_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
-
-def _rabbitmqctl(*args: str) -> bool:
-    import shutil
-
-    if shutil.which("rabbitmqctl") is None:
-        return False
-    done = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60)
-    return done.returncode == 0
+def backends(request: pytest.FixtureRequest) -> dict[str, str]:
+    """``start_pbx``'s bus and store for the platform ``request.param`` names: "embedded" (the
+    defaults: local bus, embedded store) or "amqp+couchdb" (RabbitMQ in a vhost of the
+    module's, the suite's CouchDB-API server)."""
+    if request.param != "amqp+couchdb":
+        return {}
+    return {"bus_url": request.getfixturevalue("calls_amqp_url"),
+            "store_url": request.getfixturevalue("couchdb_url")}
 
 
 @pytest.fixture(scope="module")
 def calls_amqp_url() -> Iterator[str]:
     """RabbitMQ at MIRLITON_TEST_AMQP_URL, in a vhost of its own when rabbitmqctl can make one."""
-    import socket
-    from urllib.parse import quote, urlsplit, urlunsplit
-
-    parts = urlsplit(AMQP_URL)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), 2):
-            pass
-    except OSError:
-        pytest.fail(f"no RabbitMQ at {AMQP_URL}: the test command starts it (tests/services/setup.sh)")
-    vhost = f"mirliton-test-calls-{uuid.uuid4().hex[:8]}"
-    user = parts.username or "guest"
-    if _rabbitmqctl("add_vhost", vhost) and _rabbitmqctl("set_permissions", "-p", vhost, user,
-                                                         ".*", ".*", ".*"):
-        try:
-            yield urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), "", ""))
-        finally:
-            _rabbitmqctl("delete_vhost", vhost)
-    else:
-        yield AMQP_URL
+    with amqp_vhost("calls") as url:
+        yield url

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.calls.conftest import PBX, Phone, dominant_frequency, start_pbx, stop_pbx, wait_until
+from tests.calls.conftest import (
+    PBX,
+    Phone,
+    backends,
+    dominant_frequency,
+    start_pbx,
+    stop_pbx,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -28,11 +36,7 @@ def _device(pbx: PBX, user: str, **data: object) -> dict[str, object]:
 
 @pytest.fixture(scope="module", params=["embedded", "amqp+couchdb"])
 def pbx(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PBX]:
-    env: dict[str, str] = {}
-    if request.param == "amqp+couchdb":
-        env = {"bus_url": request.getfixturevalue("calls_amqp_url"),
-               "store_url": request.getfixturevalue("couchdb_url")}
-    pbx = start_pbx(tmp_path_factory.mktemp("calls"), **env)
+    pbx = start_pbx(tmp_path_factory.mktemp("calls"), **backends(request))
     try:
         pbx.provision(REALM, ["1001", "1002", "2001", "2002", "2003"])
         pbx.add_user("Bob", ["1002"])

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.calls.conftest import PBX, Phone, start_pbx, stop_pbx, wait_until
+from tests.calls.conftest import PBX, Phone, backends, start_pbx, stop_pbx, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -25,11 +25,7 @@ REALM = "crash.example.com"
 
 @pytest.fixture(scope="module", params=["embedded", "amqp+couchdb"])
 def pbx(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PBX]:
-    env: dict[str, str] = {}
-    if request.param == "amqp+couchdb":
-        env = {"bus_url": request.getfixturevalue("calls_amqp_url"),
-               "store_url": request.getfixturevalue("couchdb_url")}
-    pbx = start_pbx(tmp_path_factory.mktemp("crash"), **env)
+    pbx = start_pbx(tmp_path_factory.mktemp("crash"), **backends(request))
     try:
         pbx.provision(REALM, ["1001", "1002", "2001", "2002"])
         for user in ("1002", "2002"):

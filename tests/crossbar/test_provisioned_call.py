@@ -29,6 +29,7 @@ from tests.calls.conftest import (
     PBX,
     ROLES,
     Phone,
+    backends,
     calls_amqp_url,  # noqa: F401 - a fixture, used through getfixturevalue
     dominant_frequency,
     start_pbx,
@@ -45,11 +46,8 @@ EXTENSIONS = ("1001", "1002")
 
 @pytest.fixture(params=["embedded", "amqp+couchdb"])
 def pbx_with_api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[PBX, str]]:
-    bus_url, store_url = "local", "embedded"
-    if request.param == "amqp+couchdb":
-        bus_url, store_url = request.getfixturevalue("calls_amqp_url"), request.getfixturevalue("couchdb_url")
     http_port = free_port()
-    pbx = start_pbx(tmp_path, bus_url=bus_url, store_url=store_url, roles=[*ROLES, "crossbar"],
+    pbx = start_pbx(tmp_path, roles=[*ROLES, "crossbar"], **backends(request),
                     MIRLITON_HTTP__LISTEN=f"127.0.0.1:{http_port}")
     try:
         yield pbx, f"http://127.0.0.1:{http_port}"

@@ -4,7 +4,6 @@ and devices made with the CLI, and real phones (pjsua2 in a helper process: test
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import uuid
@@ -12,14 +11,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
 from tests.foundation.nodeutil import Node, free_port, wait_until
 from tests.phones import Phone as PhoneProcess
-
-AMQP_URL = os.environ.get("MIRLITON_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+from tests.rabbitmq import amqp_vhost
 
 
 @dataclass
@@ -72,6 +69,18 @@ def start_edge_node(base: Path, roles: list[str] | None = None, **env: str) -> E
 def stop_edge_node(edge: EdgeNode) -> None:
     edge.node.stop()
     edge.node.kill_everything()
+
+
+def provisioned_edge_node(base: Path, realm: str, users: dict[str, str],
+                          roles: list[str] | None = None, **env: str) -> Iterator[EdgeNode]:
+    """An edge node's fixture: started (``start_edge_node``), provisioned with an account for
+    ``realm`` and a device per (username, password) in ``users``, stopped at the end."""
+    node = start_edge_node(base, roles, **env)
+    try:
+        node.provision(realm, users)
+        yield node
+    finally:
+        stop_edge_node(node)
 
 
 # -- phones -------------------------------------------------------------------------------------
@@ -133,39 +142,18 @@ class BaresipPhone:
 # -- RabbitMQ -----------------------------------------------------------------------------------
 
 
-def _rabbitmqctl(*args: str) -> bool:
-    if shutil.which("rabbitmqctl") is None:
-        return False
-    done = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60)
-    return done.returncode == 0
-
-
 @pytest.fixture(scope="module")
 def edge_amqp_url() -> Iterator[str]:
     """RabbitMQ at MIRLITON_TEST_AMQP_URL, in a vhost of its own when rabbitmqctl can make one."""
-    import socket
-
-    parts = urlsplit(AMQP_URL)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), 2):
-            pass
-    except OSError:
-        pytest.fail(f"no RabbitMQ at {AMQP_URL}: the test command starts it (tests/services/setup.sh)")
-    vhost = f"mirliton-test-edge-{uuid.uuid4().hex[:8]}"
-    user = parts.username or "guest"
-    if _rabbitmqctl("add_vhost", vhost) and _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*"):
-        try:
-            yield urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), "", ""))
-        finally:
-            _rabbitmqctl("delete_vhost", vhost)
-    else:
-        yield AMQP_URL
+    with amqp_vhost("edge") as url:
+        yield url
 
 
 __all__ = [
     "BaresipPhone",
     "EdgeNode",
     "PjsuaPhone",
+    "provisioned_edge_node",
     "start_edge_node",
     "stop_edge_node",
     "wait_until",

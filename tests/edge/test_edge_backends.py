@@ -15,8 +15,7 @@ from tests.edge.conftest import (
     BaresipPhone,
     EdgeNode,
     PjsuaPhone,
-    start_edge_node,
-    stop_edge_node,
+    provisioned_edge_node,
     wait_until,
 )
 from tests.edge.sipclient import SipProbe
@@ -26,15 +25,12 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.amqp]
 
 @pytest.fixture
 def edge(tmp_path: Path, edge_amqp_url: str, couchdb_url: str) -> Iterator[EdgeNode]:
-    node = start_edge_node(tmp_path, roles=["registrar", "edge"],
-                           MIRLITON_BUS__URL=edge_amqp_url, MIRLITON_STORE__URL=couchdb_url)
-    try:
-        # The CouchDB server is shared by the suite: a realm of this test's own.
-        node.provision(f"cluster-{uuid.uuid4().hex[:8]}.example.com",
-                       {"3000": "secret-3000", "3001": "secret-3001", "3002": "secret-3002"})
-        yield node
-    finally:
-        stop_edge_node(node)
+    # The CouchDB server is shared by the suite: a realm of this test's own.
+    yield from provisioned_edge_node(
+        tmp_path, f"cluster-{uuid.uuid4().hex[:8]}.example.com",
+        {"3000": "secret-3000", "3001": "secret-3001", "3002": "secret-3002"},
+        roles=["registrar", "edge"], MIRLITON_BUS__URL=edge_amqp_url,
+        MIRLITON_STORE__URL=couchdb_url)
 
 
 def test_phones_register_over_amqp_and_couchdb(edge: EdgeNode, edge_amqp_url: str,

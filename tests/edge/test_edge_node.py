@@ -17,8 +17,7 @@ from tests.edge.conftest import (
     BaresipPhone,
     EdgeNode,
     PjsuaPhone,
-    start_edge_node,
-    stop_edge_node,
+    provisioned_edge_node,
     wait_until,
 )
 from tests.edge.sipclient import SipProbe
@@ -31,12 +30,7 @@ USERS = {f"{n}": f"secret-{n}" for n in range(1000, 1010)}
 
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeNode]:
-    node = start_edge_node(tmp_path_factory.mktemp("edge"))
-    try:
-        node.provision(REALM, USERS)
-        yield node
-    finally:
-        stop_edge_node(node)
+    yield from provisioned_edge_node(tmp_path_factory.mktemp("edge"), REALM, USERS)
 
 
 def test_real_phones_register_with_digest_and_are_listed(edge: EdgeNode, tmp_path: Path) -> None:

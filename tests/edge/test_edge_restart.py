@@ -17,8 +17,7 @@ from tests.edge.conftest import (
     BaresipPhone,
     EdgeNode,
     PjsuaPhone,
-    start_edge_node,
-    stop_edge_node,
+    provisioned_edge_node,
     wait_until,
 )
 
@@ -29,12 +28,9 @@ REALM = "restart.example.com"
 
 @pytest.fixture
 def edge(tmp_path: Path) -> Iterator[EdgeNode]:
-    node = start_edge_node(tmp_path, roles=["registrar", "edge"])
-    try:
-        node.provision(REALM, {"2000": "secret-2000", "2001": "secret-2001"})
-        yield node
-    finally:
-        stop_edge_node(node)
+    yield from provisioned_edge_node(tmp_path, REALM,
+                                     {"2000": "secret-2000", "2001": "secret-2001"},
+                                     roles=["registrar", "edge"])
 
 
 def _edge_process(edge: EdgeNode) -> dict[str, object]:

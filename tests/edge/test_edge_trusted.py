@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.edge.conftest import EdgeNode, start_edge_node, stop_edge_node
+from tests.edge.conftest import EdgeNode, provisioned_edge_node
 from tests.edge.sipclient import SipProbe
 
 pytestmark = pytest.mark.timeout(300)
@@ -18,14 +18,10 @@ REALM = "trusted.example.com"
 
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeNode]:
-    node = start_edge_node(tmp_path_factory.mktemp("edge-trusted"), roles=["registrar", "edge"],
-                           MIRLITON_EDGE__TRUSTED_CIDRS='["127.0.0.6/32"]',
-                           MIRLITON_EDGE__FLOOD_REQUESTS="20")
-    try:
-        node.provision(REALM, {"4000": "secret-4000"})
-        yield node
-    finally:
-        stop_edge_node(node)
+    yield from provisioned_edge_node(tmp_path_factory.mktemp("edge-trusted"), REALM,
+                                     {"4000": "secret-4000"}, roles=["registrar", "edge"],
+                                     MIRLITON_EDGE__TRUSTED_CIDRS='["127.0.0.6/32"]',
+                                     MIRLITON_EDGE__FLOOD_REQUESTS="20")
 
 
 def test_trusted_source_skips_guards_and_authentication(edge: EdgeNode, tmp_path: Path) -> None:

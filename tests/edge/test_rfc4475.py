@@ -25,7 +25,7 @@ import pytest
 
 from protocols.sip import Request, SipParseError, parse_message
 from protocols.sip.transaction import build_non_2xx_ack
-from tests.edge.conftest import EdgeNode, start_edge_node, stop_edge_node
+from tests.edge.conftest import EdgeNode, provisioned_edge_node
 from tests.edge.sipclient import SipProbe, raw_call_id
 
 pytestmark = pytest.mark.timeout(300)
@@ -105,12 +105,9 @@ def test_every_message_has_an_expectation() -> None:
 
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EdgeNode]:
-    node = start_edge_node(tmp_path_factory.mktemp("edge-rfc4475"), roles=["registrar", "edge"])
-    try:
-        node.provision("rfc4475.example.com", {"alice": "alice-secret"})
-        yield node
-    finally:
-        stop_edge_node(node)
+    yield from provisioned_edge_node(tmp_path_factory.mktemp("edge-rfc4475"),
+                                     "rfc4475.example.com", {"alice": "alice-secret"},
+                                     roles=["registrar", "edge"])
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,11 @@ from pathlib import Path
 import pytest
 
 from actors.media import MediaEngine
+from tests.calls.conftest import (
+    PBX,
+    calls_amqp_url,  # noqa: F401 - the amqp platform's fixture
+)
+from tests.media.platform import BusTap
 from tests.media.rtp_peer import RtpPeer
 from tests.phones import Phone
 
@@ -36,3 +41,11 @@ def peers() -> Iterator[list[RtpPeer]]:
     yield made
     for peer in made:
         peer.close()
+
+
+@pytest.fixture
+def tap(pbx: PBX) -> Iterator[BusTap]:
+    """The platform tests' bus tap on their module's ``pbx``."""
+    t = BusTap(pbx)
+    yield t
+    t.stop()

@@ -2,7 +2,7 @@
 of its own, dial the conference number of a real node; each hears the other two's tones and
 not its own (the shard mixes everyone but the listener).
 
-The test follows the calls on the bus (tests/media/test_platform_voicemail.py's BusTap): once
+The test follows the calls on the bus (tests/media/platform.py's BusTap): once
 the shard said all three joined, they talk for a few seconds and hang up; the recordings are
 then compared by FFT over their whole length, so no assertion depends on timing.
 """
@@ -16,20 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.calls.conftest import (
-    PBX,
-    Phone,
-    calls_amqp_url,  # noqa: F401 - the amqp platform's fixture
-    stop_pbx,
-)
-from tests.media.test_platform_voicemail import (
-    PLATFORMS,
-    BusTap,
-    audio_samples,
-    install_prompts_for,
-    start_platform,
-    unique_realm,
-)
+from tests.calls.conftest import PBX, Phone
+from tests.media.platform import PLATFORMS, BusTap, audio_samples, platform_pbx
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -37,26 +25,14 @@ NUMBER = "5000"
 TONES = {"1001": 440.0, "1002": 700.0, "1003": 1100.0}
 
 
+def _setup(pbx: PBX) -> None:
+    room = pbx.add_doc("conference", {"name": "Room", "conference_numbers": ["77"]})
+    pbx.add_callflow([NUMBER], {"module": "conference", "data": {"id": room}})
+
+
 @pytest.fixture(scope="module", params=PLATFORMS)
-def pbx(request: pytest.FixtureRequest,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[PBX]:
-    pbx = start_platform(request, tmp_path_factory.mktemp("conf"), 45000)
-    try:
-        pbx.provision(unique_realm("conf"), list(TONES))
-        room = pbx.add_doc("conference", {"name": "Room", "conference_numbers": ["77"]})
-        pbx.add_callflow([NUMBER], {"module": "conference", "data": {"id": room}})
-        install_prompts_for(pbx)
-        yield pbx
-    finally:
-        stop_pbx(pbx)
-
-
-@pytest.fixture
-def phones() -> Iterator[list[Phone]]:
-    made: list[Phone] = []
-    yield made
-    for phone in made:
-        phone.stop()
+def pbx(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PBX]:
+    yield from platform_pbx(request, tmp_path_factory, "conf", 45000, list(TONES), _setup)
 
 
 def _bands(samples: np.ndarray, rate: int) -> dict[float, float]:

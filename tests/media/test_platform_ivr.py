@@ -8,7 +8,7 @@ timeout branch, on a real node with pjsua2 phones registered through the edge.
   voicemail box's greeting;
 - silence takes the timeout branch.
 
-The test follows the call on the bus (tests/media/test_platform_voicemail.py's BusTap) and
+The test follows the call on the bus (tests/media/platform.py's BusTap) and
 acts when the shard has been told what to do; no assertion depends on timing.
 """
 
@@ -20,20 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.calls.conftest import (
-    PBX,
-    Phone,
-    calls_amqp_url,  # noqa: F401 - the amqp platform's fixture
-    stop_pbx,
-)
-from tests.media.test_platform_voicemail import (
+from tests.calls.conftest import PBX, Phone
+from tests.media.platform import (
     PLATFORMS,
     BusTap,
     audio_samples,
+    dial,
     heard_frequency,
-    install_prompts_for,
-    start_platform,
-    unique_realm,
+    platform_pbx,
 )
 
 pytestmark = pytest.mark.timeout(600)
@@ -44,51 +38,27 @@ TONE_CALLER, TONE_AGENT = 440.0, 1000.0
 GREETING = "system-press_1_to_listen"
 
 
+def _setup(pbx: PBX) -> None:
+    box = pbx.add_doc("vmbox", {"name": "Sales box", "mailbox": MAILBOX, "pin": "1234"})
+    menu = pbx.add_doc("menu", {"name": "Main menu", "retries": 3, "timeout": 4000,
+                                "hunt": False, "media": {"greeting": GREETING}})
+    pbx.add_callflow([MENU], {
+        "module": "menu", "data": {"id": menu},
+        "children": {
+            "1": {"module": "device", "data": {"id": pbx.devices[AGENT], "timeout": 30}},
+            "2": {"module": "voicemail", "data": {"id": box, "action": "compose"}},
+            "timeout": {"module": "play", "data": {"id": "menu-no_entry"}},
+        }})
+
+
 @pytest.fixture(scope="module", params=PLATFORMS)
-def pbx(request: pytest.FixtureRequest,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[PBX]:
-    pbx = start_platform(request, tmp_path_factory.mktemp("ivr"), 44000)
-    try:
-        pbx.provision(unique_realm("ivr"), [CALLER, AGENT])
-        box = pbx.add_doc("vmbox", {"name": "Sales box", "mailbox": MAILBOX, "pin": "1234"})
-        menu = pbx.add_doc("menu", {"name": "Main menu", "retries": 3, "timeout": 4000,
-                                    "hunt": False, "media": {"greeting": GREETING}})
-        pbx.add_callflow([MENU], {
-            "module": "menu", "data": {"id": menu},
-            "children": {
-                "1": {"module": "device", "data": {"id": pbx.devices[AGENT], "timeout": 30}},
-                "2": {"module": "voicemail", "data": {"id": box, "action": "compose"}},
-                "timeout": {"module": "play", "data": {"id": "menu-no_entry"}},
-            }})
-        install_prompts_for(pbx)
-        yield pbx
-    finally:
-        stop_pbx(pbx)
-
-
-@pytest.fixture
-def tap(pbx: PBX) -> Iterator[BusTap]:
-    t = BusTap(pbx)
-    yield t
-    t.stop()
-
-
-@pytest.fixture
-def phones() -> Iterator[list[Phone]]:
-    made: list[Phone] = []
-    yield made
-    for phone in made:
-        phone.stop()
+def pbx(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PBX]:
+    yield from platform_pbx(request, tmp_path_factory, "ivr", 44000, [CALLER, AGENT], _setup)
 
 
 def _dial_menu(pbx: PBX, tap: BusTap, phones: list[Phone], tmp_path: Path) -> tuple[Phone, int, str]:
-    caller = Phone(pbx, CALLER, tmp_path, tone=TONE_CALLER)
-    phones.append(caller)
-    caller.registered()
-    mark = len(tap.messages)
-    caller.call(MENU, pbx.realm)
-    caller.state("CONFIRMED", timeout=30)
-    greeting = tap.command("play", media=GREETING, after=mark)
+    caller, mark, greeting = dial(pbx, tap, phones, tmp_path, CALLER, MENU, tone=TONE_CALLER,
+                                  prompt=GREETING)
     return caller, mark, str(greeting["Call-ID"])
 
 

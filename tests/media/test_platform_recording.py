@@ -12,21 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.calls.conftest import (
-    PBX,
-    Phone,
-    calls_amqp_url,  # noqa: F401 - the amqp platform's fixture
-    stop_pbx,
-    wait_until,
-)
-from tests.media.test_platform_voicemail import (
-    PLATFORMS,
-    BusTap,
-    audio_samples,
-    install_prompts_for,
-    start_platform,
-    unique_realm,
-)
+from tests.calls.conftest import PBX, Phone, wait_until
+from tests.media.platform import PLATFORMS, BusTap, audio_samples, platform_pbx
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -35,27 +22,15 @@ NUMBER = "6000"
 TONE_CALLER, TONE_CALLEE = 440.0, 1000.0
 
 
+def _setup(pbx: PBX) -> None:
+    pbx.add_callflow([NUMBER], {
+        "module": "record_call", "data": {"action": "start", "time_limit": 300},
+        "children": {"_": {"module": "device", "data": {"id": pbx.devices[CALLEE]}}}})
+
+
 @pytest.fixture(scope="module", params=PLATFORMS)
-def pbx(request: pytest.FixtureRequest,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[PBX]:
-    pbx = start_platform(request, tmp_path_factory.mktemp("rec"), 46000)
-    try:
-        pbx.provision(unique_realm("rec"), [CALLER, CALLEE])
-        pbx.add_callflow([NUMBER], {
-            "module": "record_call", "data": {"action": "start", "time_limit": 300},
-            "children": {"_": {"module": "device", "data": {"id": pbx.devices[CALLEE]}}}})
-        install_prompts_for(pbx)
-        yield pbx
-    finally:
-        stop_pbx(pbx)
-
-
-@pytest.fixture
-def phones() -> Iterator[list[Phone]]:
-    made: list[Phone] = []
-    yield made
-    for phone in made:
-        phone.stop()
+def pbx(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PBX]:
+    yield from platform_pbx(request, tmp_path_factory, "rec", 46000, [CALLER, CALLEE], _setup)
 
 
 def _recordings(pbx: PBX, call_id: str) -> list[dict[str, Any]]:
