@@ -20,16 +20,21 @@ from actors.crossbar.server import make_server
 from tests.crossbar.conftest import Tree
 
 
-def _request(sock: Any, method: str, path: str, token: str) -> tuple[int, dict[str, Any]]:
-    sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: t\r\nX-Auth-Token: {token}\r\n\r\n".encode())
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(65536)
-    head, body = data.split(b"\r\n\r\n", 1)
+def _send(sock: Any, method: str, path: str, token: str, data: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    """One request on a kept-alive connection (a JSON body when ``data`` is given); the status
+    and the JSON of the reply."""
+    body = json.dumps({"data": data}).encode() if data is not None else b""
+    extra = (f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+             if data is not None else "")
+    sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: t\r\nX-Auth-Token: {token}\r\n{extra}\r\n".encode() + body)
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        reply += sock.recv(65536)
+    head, rest = reply.split(b"\r\n\r\n", 1)
     length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
-    while len(body) < length:
-        body += sock.recv(65536)
-    return int(head.split(b" ")[1]), json.loads(body)
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    return int(head.split(b" ")[1]), json.loads(rest)
 
 
 def test_keep_alive_requests_on_connections_with_nodelay(tree: Tree, monkeypatch: Any) -> None:
@@ -46,28 +51,14 @@ def test_keep_alive_requests_on_connections_with_nodelay(tree: Tree, monkeypatch
     try:
         client = gevent.socket.create_connection(("127.0.0.1", server.server_port))
         for _ in range(3):
-            status, body = _request(client, "GET", tree.account_path("A"), str(tree.clients["A"].token))
+            status, body = _send(client, "GET", tree.account_path("A"), str(tree.clients["A"].token))
             assert status == 200 and body["data"]["id"] == tree.ids["A"]
-        status, body = _request(client, "GET", f"{tree.account_path('B')}/devices", str(tree.clients["A"].token))
+        status, body = _send(client, "GET", f"{tree.account_path('B')}/devices", str(tree.clients["A"].token))
         assert status == 403 and body["error_id"] == "forbidden"
         client.close()
     finally:
         server.stop(timeout=1)
     assert nodelay == [1]  # one connection, kept alive for every request, with TCP_NODELAY
-
-
-def _send(sock: Any, method: str, path: str, token: str, data: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-    body = json.dumps({"data": data}).encode() if data is not None else b""
-    sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: t\r\nX-Auth-Token: {token}\r\n"
-                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
-    reply = b""
-    while b"\r\n\r\n" not in reply:
-        reply += sock.recv(65536)
-    head, rest = reply.split(b"\r\n\r\n", 1)
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
-    while len(rest) < length:
-        rest += sock.recv(65536)
-    return int(head.split(b" ")[1]), json.loads(rest)
 
 
 def test_password_hashing_does_not_stop_the_other_requests(tree: Tree, monkeypatch: Any) -> None:
