@@ -28,6 +28,14 @@ def _connect(uas: MediaUas, phones: list[PhoneProcess]) -> list[UasCall]:
     return calls
 
 
+def _stream(phones: list[PhoneProcess]) -> None:
+    """Every phone plays its tone once, at the same time."""
+    for phone in phones:
+        phone.command(cmd="stream")
+    for phone in phones:
+        phone.expect("streamed")
+
+
 def _finish(phones: list[PhoneProcess], calls: list[UasCall]) -> None:
     for phone in phones:
         phone.command(cmd="hangup")
@@ -48,10 +56,7 @@ def test_two_phones_bridged_hear_each_other_and_pass_dtmf(
     try:
         a, b = _connect(uas, phones)
         engine.bridge(a.stream, b.stream)
-        for phone in phones:
-            phone.command(cmd="stream")
-        for phone in phones:
-            phone.expect("streamed")
+        _stream(phones)
         phones[0].command(cmd="dtmf", digits="5#")
         got = [phones[1].expect("dtmf")["digit"], phones[1].expect("dtmf")["digit"]]
         assert got == ["5", "#"]
@@ -82,10 +87,7 @@ def test_three_phones_in_a_conference_hear_the_others_not_themselves(
         room = engine.conference("3000")
         for call in calls:
             room.join(call.stream)
-        for phone in phones:
-            phone.command(cmd="stream")
-        for phone in phones:
-            phone.expect("streamed")
+        _stream(phones)
         _finish(phones, calls)
     finally:
         for phone in phones:
