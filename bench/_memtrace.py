@@ -87,17 +87,22 @@ def top_differences(pairs: list[tuple[Path, Path]], per: float, limit: int = 25,
                     key: str = "lineno") -> dict[str, object]:
     """How much the memory of some processes grew between two snapshots of each ((before,
     after) pairs: the shards of a node together), divided by ``per`` (e.g. the number of held
-    calls): in all, and at the allocation sites that grew most (file and line, or file with
-    ``key="filename"``), largest first."""
+    calls): in all, and at the allocation sites that grew most (file and line; file with
+    ``key="filename"``; line and its three callers with ``key="traceback"``), largest first."""
     sizes: dict[str, int] = {}
     counts: dict[str, int] = {}
     for before, after in pairs:
         old = tracemalloc.Snapshot.load(str(before))
         new = tracemalloc.Snapshot.load(str(after))
         for stat in new.compare_to(old, key):
-            frame = stat.traceback[0]
-            site = frame.filename if key == "filename" else (
-                f"{Path(frame.filename).name}:{frame.lineno}")
+            frame = stat.traceback[-1]  # frames run from the oldest to the allocating one
+            if key == "filename":
+                site = frame.filename
+            elif key == "traceback":  # the allocating line and the calls that led to it
+                site = " < ".join(f"{Path(f.filename).name}:{f.lineno}"
+                                  for f in list(stat.traceback)[::-1][:4])
+            else:
+                site = f"{Path(frame.filename).name}:{frame.lineno}"
             sizes[site] = sizes.get(site, 0) + stat.size_diff
             counts[site] = counts.get(site, 0) + stat.count_diff
     ranked = sorted(sizes, key=lambda site: sizes[site], reverse=True)[:limit]

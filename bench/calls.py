@@ -280,6 +280,7 @@ def hold_run(node: BenchNode, calls: int, rate: float, workdir: Path) -> dict[st
                 traced[role] = {
                     "by_file": top_differences(pairs, established, 12, key="filename"),
                     "by_line": top_differences(pairs, established, 30),
+                    "by_traceback": top_differences(pairs, established, 30, key="traceback"),
                 }
     proc.wait()
     result = collect(out_dir, calls, ramp, rate)

@@ -87,6 +87,14 @@ def _contact_uri(message: Message) -> str | None:
     return str(contact.uri) if contact is not None else None
 
 
+def _record_routes(message: Message) -> list[NameAddr]:
+    """The Record-Route values, parsed here rather than through ``message.record_routes``,
+    which would cache them in the message: a call leg keeps its INVITE for the whole call,
+    and the dialog keeps the routes (as text) already."""
+    return [NameAddr.parse(value, "record-route")
+            for value in message.headers.get_all("record-route")]
+
+
 def _is_secure(request: Request, transport: str | None) -> bool:
     # 12.1.1/12.1.2: secure when the request was sent over TLS and the R-URI is a SIPS URI.
     return request.uri.scheme == "sips" and (transport or "").upper() == "TLS"
@@ -263,7 +271,7 @@ class Dialog:
             remote_uri=_without_tag(response.to),
             remote_target=remote_target,
             # 12.1.2: the Record-Route list of the response, in reverse order.
-            route_set=reversed(response.record_routes),
+            route_set=reversed(_record_routes(response)),
             local_seq=request.cseq.num,
             remote_seq=None,
             is_uac=True,
@@ -294,7 +302,7 @@ class Dialog:
             remote_uri=_without_tag(request.from_),
             remote_target=remote_target,
             # 12.1.1: the Record-Route list of the request, in order.
-            route_set=request.record_routes,
+            route_set=_record_routes(request),
             local_seq=None,
             remote_seq=request.cseq.num,
             is_uac=False,
@@ -327,7 +335,7 @@ class Dialog:
             self.remote_target = target
         if status >= 200 and self.state is DialogState.EARLY:
             self.state = DialogState.CONFIRMED
-            self.route_set = reversed(response.record_routes)
+            self.route_set = reversed(_record_routes(response))
 
     def confirm(self) -> None:
         """UAS side: we sent the 2xx for an early dialog."""

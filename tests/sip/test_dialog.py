@@ -425,3 +425,11 @@ def test_dialog_keeps_addresses_as_text_and_hands_out_copies() -> None:
     again = copy.create_request("BYE", via=new_via("UDP", "client.atlanta.example.com", 5060))
     assert [str(r) for r in again.routes] == [str(r) for r in bye.routes]
     assert str(again.uri) == str(bye.uri) and again.cseq.num == bye.cseq.num + 1
+
+
+def test_creating_a_dialog_caches_no_route_in_the_request_kept_by_the_call() -> None:
+    dialog, invite = uas_dialog()
+    assert [str(route.uri) for route in dialog.route_set] == [
+        str(route.uri) for route in parse_request(INCOMING_INVITE).record_routes]
+    assert dialog.route_set  # the request has Record-Routes to cache, or this proves nothing
+    assert "record-route" not in invite.headers._typed
