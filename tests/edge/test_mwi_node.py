@@ -1,5 +1,5 @@
 """MWI end to end: a real node (registrar, edge, callflow, calls) and real pjsua2 phones
-(tests/edge/mwi_phone.py) registered through the edge.
+(tests/phones) registered through the edge.
 
 - an ``mwi_update`` published on the node's bus reaches the registered phone of that AOR as
   an unsolicited NOTIFY ``message-summary`` (UDP and TCP), and a phone that registers learns
@@ -14,17 +14,12 @@ Every wait is generous: these are about what arrives, not how fast.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import gevent
 import pytest
 
 from protocols.sip import DigestClient
@@ -32,16 +27,16 @@ from protocols.sip.digest import retry_with_credentials
 from tests.calls.conftest import (
     PBX,
     Phone,
+    backends,
     calls_amqp_url,  # noqa: F401 - the amqp platform's fixture
     start_pbx,
     stop_pbx,
 )
 from tests.edge.sipclient import SipProbe
-from tests.foundation.nodeutil import REPO
+from tests.phones import Phone as PhoneProcess
 
 pytestmark = pytest.mark.timeout(600)
 
-MWI_PHONE = Path(__file__).with_name("mwi_phone.py")
 CALLER, OWNER, OWNER_TCP, SUBSCRIBER = "1001", "1002", "1003", "1004"
 MAILBOX = "3001"
 # On the embedded defaults (local bus, embedded store) and on RabbitMQ + the suite's
@@ -50,51 +45,20 @@ PLATFORMS = ["embedded", pytest.param("amqp+couchdb", marks=[pytest.mark.amqp,
                                                              pytest.mark.couchdb])]
 
 
-class MwiPhone:
-    """tests/edge/mwi_phone.py in a process of its own; its JSON lines in ``events``."""
+class MwiPhone(PhoneProcess):
+    """A phone of ``pbx`` (tests/phones) registered through its edge, watching its voicemail
+    lamp: the ``mwi`` events of the NOTIFYs it takes."""
 
     def __init__(self, pbx: PBX, user: str, *, transport: str = "udp",
                  subscribe: bool = False, subscribe_expires: int = 600) -> None:
         self.user = user
-        args = [sys.executable, str(MWI_PHONE), "--edge", pbx.edge, "--realm", pbx.realm,
-                "--user", user, "--password", pbx.passwords[user], "--transport", transport,
-                "--lifetime", "300"]
-        if subscribe:
-            args += ["--subscribe", "--subscribe-expires", str(subscribe_expires)]
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True, cwd=REPO)
-        self.events: list[dict[str, Any]] = []
-        self._eof = False
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__(name=user, edge=pbx.edge, realm=pbx.realm, user=user,
+                         password=pbx.passwords[user], transport=transport, subscribe=subscribe,
+                         subscribe_expires=subscribe_expires if subscribe else None,
+                         user_agent="pjsua2-mirliton-mwi", lifetime=300)
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            line = line.strip()
-            if line.startswith("{"):
-                self.events.append(json.loads(line))
-        self._eof = True
-
-    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], *, timeout: float = 60.0,
-                 what: str = "event", after: int = 0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        seen = after
-        while True:
-            while seen < len(self.events):
-                event = self.events[seen]
-                seen += 1
-                if predicate(event):
-                    return event
-            if self._eof and seen >= len(self.events):
-                raise AssertionError(f"{self.user}: phone exited; events {self.events}")
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"{self.user}: no {what} within {timeout}s; {self.events}")
-            gevent.sleep(0.05)
-
-    def registered(self) -> None:
-        event = self.wait_for(lambda e: e.get("event") == "registration"
-                              and e.get("code", 0) >= 200, what="registration")
-        assert event["code"] == 200, self.events
+    def registered(self, timeout: float = 60.0) -> None:
+        super().registered(timeout)
 
     def mwi(self, voice_message: str, *, after: int = 0, timeout: float = 60.0,
             in_dialog: bool | None = None) -> dict[str, Any]:
@@ -109,29 +73,13 @@ class MwiPhone:
         return self.wait_for(match, timeout=timeout, after=after,
                              what=f"MWI NOTIFY Voice-Message: {voice_message}")
 
-    def stop(self) -> None:
-        if self.proc.poll() is None and self.proc.stdin is not None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
 
 @pytest.fixture(scope="module", params=PLATFORMS)
 def pbx(request: pytest.FixtureRequest,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[PBX]:
-    backends: dict[str, str] = {}
-    if request.param == "amqp+couchdb":
-        backends = {"bus_url": request.getfixturevalue("calls_amqp_url"),
-                    "store_url": request.getfixturevalue("couchdb_url")}
     pbx = start_pbx(tmp_path_factory.mktemp("mwi"), shards=1,
                     MIRLITON_MEDIA__RTP_PORT_MIN="45000", MIRLITON_MEDIA__RTP_PORT_MAX="45999",
-                    **backends)
+                    **backends(request))
     try:
         # A realm of this run only: a CouchDB server may outlive one run.
         realm = f"mwi-{uuid.uuid4().hex[:6]}.example.com"
@@ -145,14 +93,6 @@ def pbx(request: pytest.FixtureRequest,
         yield pbx
     finally:
         stop_pbx(pbx)
-
-
-@pytest.fixture
-def made() -> Iterator[list[Any]]:
-    phones: list[Any] = []
-    yield phones
-    for phone in phones:
-        phone.stop()
 
 
 def _counts(pbx: PBX) -> tuple[int, int]:
@@ -177,9 +117,9 @@ def _publish(pbx: PBX, user: str, new: int, saved: int) -> None:
 
 @pytest.mark.parametrize(("user", "transport"), [(OWNER, "udp"), (OWNER_TCP, "tcp")])
 def test_mwi_update_on_the_bus_reaches_the_registered_phone(
-        pbx: PBX, made: list[Any], user: str, transport: str) -> None:
+        pbx: PBX, phones: list[Any], user: str, transport: str) -> None:
     phone = MwiPhone(pbx, user, transport=transport)
-    made.append(phone)
+    phones.append(phone)
     phone.registered()
     # Registering, the phone learns what its owner's box holds.
     new, saved = _counts(pbx)
@@ -194,16 +134,16 @@ def test_mwi_update_on_the_bus_reaches_the_registered_phone(
     assert "Messages-Waiting: no" in phone.mwi("0/4", after=mark)["body"]
 
 
-def test_a_voicemail_left_lights_the_owners_phone(pbx: PBX, made: list[Any],
+def test_a_voicemail_left_lights_the_owners_phone(pbx: PBX, phones: list[Any],
                                                   tmp_path: Path) -> None:
     owner = MwiPhone(pbx, OWNER)
-    made.append(owner)
+    phones.append(owner)
     owner.registered()
     new, saved = _counts(pbx)
     owner.mwi(f"{new}/{saved}")
     mark = len(owner.events)
     caller = Phone(pbx, CALLER, tmp_path, tone=440.0, record=False)
-    made.append(caller)
+    phones.append(caller)
     caller.registered()
     caller.call(MAILBOX, pbx.realm)
     caller.state("CONFIRMED", timeout=60)
@@ -215,10 +155,10 @@ def test_a_voicemail_left_lights_the_owners_phone(pbx: PBX, made: list[Any],
     assert _counts(pbx) == (new + 1, saved)
 
 
-def test_subscribe_to_message_summary_gets_the_counts(pbx: PBX, made: list[Any]) -> None:
+def test_subscribe_to_message_summary_gets_the_counts(pbx: PBX, phones: list[Any]) -> None:
     # 20 s asked for: pjsua refreshes the subscription in its dialog 5 s before the end.
     phone = MwiPhone(pbx, SUBSCRIBER, subscribe=True, subscribe_expires=20)
-    made.append(phone)
+    phones.append(phone)
     phone.registered()
     new, saved = _counts(pbx)
     notify = phone.mwi(f"{new}/{saved}", in_dialog=True)

@@ -14,6 +14,9 @@ events pumped with ``libHandleEvents``), PCMU only.
   ``--transport`` from ``--bind``; ``--edge HOST:PORT`` is the same and makes the edge its
   outbound proxy too. Without either it only makes calls (to SIP URIs). On the way out it
   unregisters, unless ``--keep`` (as if it lost power: no BYE, no un-REGISTER).
+- Voicemail lamp: every ``message-summary`` NOTIFY pjsua takes is an ``mwi`` event:
+  unsolicited ones (pjsua answers them 200 itself) and, with ``--subscribe``
+  (``--subscribe-expires``), those of its own SUBSCRIBE.
 - Incoming calls ring (180, or 183 with SDP with ``--early-media``) and are answered after
   ``--answer-after`` seconds, rejected with ``--reject CODE``, or left ringing (``-1``).
 - Audio: ``--loop-tone`` plays a ``--tone`` Hz sine into every call, looped; the ``stream``
@@ -27,7 +30,8 @@ Commands, one JSON object per line on stdin: ``{"cmd": "call", "uri": "sip:1002@
 Output, one JSON object per line on stdout (each with ``t``): ``ready``, ``registration``
 (``code``, ``reason``, ``expires``, ``active``), ``incoming``, ``state`` (``state``, ``code``,
 ``reason``, ``call_id``, ``duration``), ``media`` (``active``, ``status``), ``dtmf``
-(``digit``, each RFC 4733 key press received), ``streamed``, ``recorded``, ``error``
+(``digit``, each RFC 4733 key press received), ``mwi`` (``body``, ``state``, ``call_id``,
+``subscription_state``, ``source``), ``streamed``, ``recorded``, ``error``
 (``where``, ``message``), ``done`` (``unregistered``).
 """
 
@@ -131,11 +135,26 @@ class PhoneAccount(pj.Account):  # type: ignore[misc]
     def __init__(self, phone: Phone) -> None:
         super().__init__()
         self.phone = phone
+        self.reg_events = 0
 
     def onRegState(self, prm: Any) -> None:  # noqa: N802 - pjsua2 API
+        self.reg_events += 1
         info = self.getInfo()
         emit(event="registration", code=int(prm.code), reason=str(prm.reason),
              expires=int(info.regExpiresSec), active=bool(info.regIsActive))
+
+    def onMwiInfo(self, prm: Any) -> None:  # noqa: N802 - pjsua2 API
+        whole = str(prm.rdata.wholeMsg).replace("\r\n", "\n")
+        head, _, body = whole.partition("\n\n")
+        headers = {}
+        for line in head.split("\n")[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        emit(event="mwi", body=body, state=int(prm.state),
+             call_id=headers.get("call-id", headers.get("i", "")),
+             subscription_state=headers.get("subscription-state", ""),
+             source=str(prm.rdata.srcAddress))
 
     def onIncomingCall(self, prm: Any) -> None:  # noqa: N802 - pjsua2 API
         call = PhoneCall(self.phone, self, prm.callId)
@@ -165,6 +184,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--bind", default="127.0.0.1", help="local address of the phone")
     parser.add_argument("--expires", type=int, default=600)
     parser.add_argument("--keep", action="store_true", help="exit without unregistering")
+    parser.add_argument("--subscribe", action="store_true", help="SUBSCRIBE to message-summary")
+    parser.add_argument("--subscribe-expires", type=int, default=600,
+                        help="pjsua refreshes the subscription 5 s before it ends")
     parser.add_argument("--tone", type=float, default=440.0)
     parser.add_argument("--loop-tone", action="store_true", help="play the tone into every call")
     parser.add_argument("--tone-seconds", type=float, default=3.0, help="of the stream command")
@@ -188,6 +210,7 @@ def start_endpoint(args: argparse.Namespace) -> Any:
     config.uaConfig.threadCnt = 0
     config.uaConfig.mainThreadOnly = True
     config.uaConfig.userAgent = args.user_agent or f"pjsua2-phone-{args.user}"
+    config.uaConfig.mwiUnsolicitedEnabled = True
     config.logConfig.level = 0
     config.logConfig.consoleLevel = 0
     config.medConfig.noVad = True
@@ -222,6 +245,8 @@ def create_account(phone: Phone) -> PhoneAccount:
             pj.AuthCredInfo("digest", "*", args.user, 0, args.password))
     if args.edge:
         account_config.sipConfig.proxies.append(f"sip:{args.edge}{suffix};lr")
+    account_config.mwiConfig.enabled = args.subscribe
+    account_config.mwiConfig.expirationSec = args.subscribe_expires
     account_config.natConfig.sdpNatRewriteUse = 0
     account_config.natConfig.viaRewriteUse = 0
     account_config.natConfig.contactRewriteUse = 0
@@ -319,11 +344,15 @@ def leave(ep: Any, phone: Phone, account: PhoneAccount) -> bool:
             end = time.monotonic() + 3.0
             while time.monotonic() < end and not account.getInfo().regIsActive:
                 ep.libHandleEvents(20)  # a registration still in progress cannot be undone
-            account.setRegistration(False)  # no stale contact left for the next test
-            unregistered = True
-            end = time.monotonic() + 3.0
-            while time.monotonic() < end and account.getInfo().regIsActive:
-                ep.libHandleEvents(20)
+            if account.getInfo().regIsActive:
+                # No stale contact left for the next test. regIsActive drops as soon as the
+                # un-REGISTER is asked for: wait for its answer (after the edge's challenge).
+                answered = account.reg_events
+                account.setRegistration(False)
+                unregistered = True
+                end = time.monotonic() + 5.0
+                while time.monotonic() < end and account.reg_events == answered:
+                    ep.libHandleEvents(20)
     except pj.Error:
         pass
     return unregistered
