@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.foundation.nodeutil import Node, free_port, wait_until
+from tests.foundation.nodeutil import Node, free_port, terminate, wait_until
 from tests.phones import Phone as PhoneProcess
 from tests.rabbitmq import amqp_vhost
 
@@ -130,13 +130,7 @@ class BaresipPhone:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout=5)
 
 
 # -- RabbitMQ -----------------------------------------------------------------------------------

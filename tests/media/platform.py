@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tests.calls.conftest import PBX, Phone, backends, start_pbx, stop_pbx, wait_until
-from tests.foundation.nodeutil import REPO
+from tests.foundation.nodeutil import REPO, terminate
 from tests.phones import wav_samples
 
 __all__ = ["PLATFORMS", "BusTap", "audio_samples", "dial", "dominant_frequency",
@@ -120,12 +120,7 @@ class BusTap:
             m.get(k) == v for k, v in fields.items()), timeout=timeout, after=after, what=name)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc)
 
 
 def unique_realm(name: str) -> str:
