@@ -763,7 +763,8 @@ class _BridgeState:
     winner_call_id: str | None = None
     ringing_sent: bool = False
     cancelling: str | None = None
-    anchored: bool = False  # B-legs get streams of their own, bridged in the shard's engine
+    anchored: bool = False
+    timer: Any = None  # the bridge's own timeout, cancelled once answered  # B-legs get streams of their own, bridged in the shard's engine
 
 
 class ALeg(CallLeg):
@@ -773,8 +774,12 @@ class ALeg(CallLeg):
 
     def __init__(self, ctx: ShardContext, event: RequestReceived) -> None:
         super().__init__(ctx)
-        self.invite = event.request
-        self.invite_tx = event.transaction
+        # The caller's INVITE and its transaction, until the 200 OK is ACKed (then dropped:
+        # a held call keeps only its dialog); the offer stays for B-legs and anchoring.
+        self.invite: Request | None = event.request
+        self.invite_tx: ServerTransaction | None = event.transaction
+        self.offer = event.request.body
+        self.offer_type = event.request.content_type or "application/sdp"
         self.source = event.source
         self.local_tag = generate_tag()
         self.commands: deque[dict[str, Any]] = deque()
@@ -804,6 +809,7 @@ class ALeg(CallLeg):
 
     def init(self) -> None:
         request = self.invite
+        assert request is not None
         self.call_id = request.call_id
         self.ccvs = dict(read_ccvs(request))
         orig_ip = request.headers.get(ORIG_IP) or self.source[0]
@@ -833,7 +839,9 @@ class ALeg(CallLeg):
         elif isinstance(msg, SipAck):
             if self.retransmission is not None and self.retransmission.ack_received(
                     msg.event.request):
-                self.retransmission = None  # let the 200 OK go: held calls are many
+                # Let the 200 OK and the INVITE go: held calls are many.
+                self.retransmission = None
+                self.invite = self.invite_tx = None
             self.on_ack_answer(msg.event.request)
         elif isinstance(msg, _MEDIA_EVENTS):
             self.on_media_event(msg)
@@ -874,6 +882,7 @@ class ALeg(CallLeg):
 
     def route(self) -> None:
         request = self.invite
+        assert request is not None
         ccvs = {k: v for k, v in self.ccvs.items() if k not in ("Realm", "Username")}
         msg = route_req.build({
             "Call-ID": self.call_id,
@@ -938,6 +947,7 @@ class ALeg(CallLeg):
 
     def _response(self, status: int, reason: str | None = None, body: bytes = b"",
                   content_type: str | None = None) -> Response:
+        assert self.invite is not None  # answers to the INVITE all come before its ACK
         response = make_response(self.invite, status, reason, to_tag=self.local_tag)
         for record_route in self.invite.headers.get_all("record-route"):
             response.headers.add("Record-Route", record_route)
@@ -949,19 +959,19 @@ class ALeg(CallLeg):
         return response
 
     def send_provisional(self, status: int, body: bytes = b"", content_type: str | None = None) -> None:
-        if self.final_sent or self.ended:
+        if self.final_sent or self.ended or self.invite_tx is None:
             return
         self.ctx.respond(self.invite_tx, self._response(status, None, body, content_type))
         self.progress_sent = max(self.progress_sent, status)
 
     def reject(self, status: int, reason: str | None, cause: str) -> None:
-        if not self.final_sent:
+        if not self.final_sent and self.invite_tx is not None:
             self.final_sent = True
             self.ctx.respond(self.invite_tx, self._response(status, reason))
         self.finish(cause, f"sip:{status}")
 
     def answer(self, body: bytes, content_type: str | None) -> bool:
-        if self.final_sent:
+        if self.final_sent or self.invite is None or self.invite_tx is None:
             return self.answered_at is not None
         self.final_sent = True
         response = self._response(200, None, body, content_type)
@@ -1008,7 +1018,7 @@ class ALeg(CallLeg):
         if retransmission is None or retransmission.acked or self.ended:
             return
         response = retransmission.handle_timer(time.monotonic())
-        if response is not None:
+        if response is not None and self.invite_tx is not None:
             self.ctx.respond(self.invite_tx, response)
         if retransmission.timed_out:
             log.warning("no ACK for our 200 OK: hanging up")
@@ -1105,7 +1115,7 @@ class ALeg(CallLeg):
         stream = self.open_stream()
         if stream is None:
             return "no_media"
-        offer = self.invite.body
+        offer = self.offer
         if not offer:
             sdp = stream.offer_sdp()
             self.late_offer = sdp
@@ -1128,7 +1138,7 @@ class ALeg(CallLeg):
         if self.answered_at is not None:
             return self.stream is not None
         if self.ctx.media is None:
-            self.answer(_inactive_answer(self.invite.body, self.ctx.host), "application/sdp")
+            self.answer(_inactive_answer(self.offer, self.ctx.host), "application/sdp")
             return False
         problem = self.anchor()
         if problem == "incompatible":
@@ -1544,7 +1554,7 @@ class ALeg(CallLeg):
         self.bridge = _BridgeState(msg, generation, groups, anchored=anchored)
         self.current = msg
         if strategy == "simultaneous" and msg.get("Timeout"):
-            self.send_after(float(msg["Timeout"]), _BridgeTimeout(generation))
+            self.bridge.timer = self.send_after(float(msg["Timeout"]), _BridgeTimeout(generation))
         self.start_group(0)
         return False
 
@@ -1629,6 +1639,12 @@ class ALeg(CallLeg):
             return
         bridge.winner = msg.leg
         bridge.winner_call_id = msg.call_id
+        # Answered: the endpoints and the timer are done with (a held call keeps little).
+        if bridge.timer is not None:
+            self.cancel_timer(bridge.timer)
+            bridge.timer = None
+        bridge.groups = []
+        bridge.command = self.current = {"Application-Name": "bridge"}
         for other in list(bridge.legs):
             if other != msg.leg:
                 other.send(CancelLeg("LOSE_RACE"))
@@ -1720,7 +1736,7 @@ class ALeg(CallLeg):
     # -- the caller's side of the dialog -------------------------------------------------------
 
     def on_cancel(self) -> None:
-        if self.final_sent or self.ended:
+        if self.final_sent or self.ended or self.invite_tx is None:
             return
         CALL_ATTEMPTS.labels(result="cancelled").inc()
         self.cancel_bridge("ORIGINATOR_CANCEL")
@@ -1787,8 +1803,8 @@ class BLeg(CallLeg):
         self.a_ref = a_ref
         self.a_call_id = a_leg.call_id
         self.target = target
-        self.offer = a_leg.invite.body
-        self.offer_type = a_leg.invite.content_type or "application/sdp"
+        self.offer = a_leg.offer
+        self.offer_type = a_leg.offer_type
         self.call_id = generate_call_id()
         self.other_leg = a_leg.call_id
         self.caller_name, self.caller_number = a_leg.outbound_caller or (
@@ -1806,6 +1822,10 @@ class BLeg(CallLeg):
         self.invite: Request | None = None
         self.invite_tx: ClientTransaction | None = None
         self.cancel_cause: str | None = None
+        self.no_answer_timer: Any = None
+        # The INVITE transaction's key once answered (the INVITE itself is dropped then): a
+        # retransmitted 200 OK still comes through that transaction and gets its ACK again.
+        self.invite_key: tuple[str, ...] | None = None
         self.bridged = False
         self.provisional = False
 
@@ -1825,7 +1845,8 @@ class BLeg(CallLeg):
                     ack = self.dialog.ack_for(msg.response)
                     if ack is not None:
                         self.send_ack(ack)
-            elif msg.transaction is self.invite_tx:
+            elif msg.transaction is self.invite_tx or (
+                    self.invite_key is not None and msg.transaction.key == self.invite_key):
                 self.on_invite_response(msg.response)
             else:
                 self.relayed_response(msg.response, msg.transaction)
@@ -1904,7 +1925,7 @@ class BLeg(CallLeg):
         self.invite = request
         self.invite_tx = self.send_request(request)
         self.event("CHANNEL_CREATE")
-        self.send_after(target.timeout, _NoAnswer())
+        self.no_answer_timer = self.send_after(target.timeout, _NoAnswer())
 
     def on_invite_response(self, response: Response) -> None:
         status = response.status
@@ -1923,12 +1944,12 @@ class BLeg(CallLeg):
         self.fail(status, self.cancel_cause or cause_for_status(status))
 
     def on_answered(self, response: Response) -> None:
-        assert self.invite is not None
         if self.dialog is not None:
             ack = self.dialog.ack_for(response)
             if ack is not None:
                 self.send_ack(ack)  # a retransmitted 200 OK
             return
+        assert self.invite is not None and self.invite_tx is not None
         try:
             self.dialog = Dialog.create_uac(self.invite, response)
         except DialogError as error:
@@ -1936,6 +1957,11 @@ class BLeg(CallLeg):
             self.fail(502, "NETWORK_OUT_OF_ORDER")
             return
         self.send_ack(self.dialog.create_ack(self.invite, via=self.via()))
+        if self.no_answer_timer is not None:
+            self.cancel_timer(self.no_answer_timer)
+            self.no_answer_timer = None
+        self.invite_key = self.invite_tx.key
+        self.invite = self.invite_tx = None
         if self.stream is not None and self.local_offer is not None:
             try:
                 failure = self.stream.accept_answer_sdp(self.local_offer, response.body)
