@@ -103,7 +103,8 @@ def test_no_registrar_answers_quickly_with_a_note(api: tuple[ApiClient, str]) ->
     elapsed = time.monotonic() - started
     assert body["status"] == "success" and body["data"] == []
     assert "no registrar responder answered" in body["note"]
-    assert elapsed < LIVE_TIMEOUT + 1.0
+    # Bounded by the live timeout rather than hanging (a generous margin: not a speed test).
+    assert elapsed < LIVE_TIMEOUT + 10.0
 
 
 def test_flush_publishes_reg_flush(api: tuple[ApiClient, str], buses: tuple[Bus, Bus]) -> None:
