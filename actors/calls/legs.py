@@ -46,6 +46,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from actors.calls.api import conference_member_leave, conference_member_req
 from actors.calls.causes import cause_for_status, status_for_cause
 from actors.calls.context import ShardContext
@@ -300,8 +302,6 @@ def _terminators(msg: dict[str, Any], default: str = "") -> str:
 def _tone_pcm(spec: ToneSpec) -> Any:
     """A finite rendering of a tone (one cadence when it repeats forever), to play it in a
     sequence with prompts."""
-    import numpy as np
-
     finite = spec if spec.repeat else ToneSpec(spec.steps, repeat=1, level=spec.level)
     generator = ToneGenerator(finite)
     frames: list[Any] = []
@@ -1196,8 +1196,6 @@ class ALeg(CallLeg):
 
     @staticmethod
     def pcm_of(parts: list[Any]) -> Any:
-        import numpy as np
-
         pieces = [_tone_pcm(p) if isinstance(p, ToneSpec) else p for p in parts]
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int16)
 

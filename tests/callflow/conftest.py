@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import uuid
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -16,7 +15,6 @@ from urllib.parse import unquote
 import gevent
 import gevent.queue
 import numpy as np
-import pytest
 
 from actors.callflow.context import CallEventRouter, CallflowContext
 from actors.callflow.executor import CallflowExecutor
@@ -204,15 +202,6 @@ class Harness:
             shard.close()
         self.bus.close()
         self.store.close()
-
-
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    data_dir = tmp_path / "node"
-    data_dir.mkdir()
-    h = Harness(data_dir)
-    yield h
-    h.close()
 
 
 def finished(ref: ActorRef, timeout: float = 20.0) -> None:

@@ -5,7 +5,6 @@ callflow against a real local bus and embedded store, the test playing the calls
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,15 +124,6 @@ class MwiWatcher:
             gevent.sleep(0.05)
         assert len(self.seen) >= count, self.seen
         return self.seen[:count]
-
-
-@pytest.fixture
-def harness(tmp_path: Path) -> Iterator[Harness]:
-    data_dir = tmp_path / "node"
-    data_dir.mkdir()
-    h = Harness(data_dir)
-    yield h
-    h.close()
 
 
 def _owned_box(harness: Harness) -> tuple[str, str]:

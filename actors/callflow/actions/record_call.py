@@ -68,8 +68,9 @@ def _start(data: dict[str, Any], call: Call) -> None:
         current = call.store.get(db, recording_id)
         if not current.get("_attachments"):
             call.store.delete(db, recording_id, current["_rev"])
-    except StoreError:
-        pass
+    except StoreError as error:
+        # An empty call_recording document left behind is harmless, but say so.
+        log.warning("record_call: the unused recording document %s stays: %s", recording_id, error)
 
 
 def _stop(call: Call) -> None:
